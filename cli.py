@@ -17,6 +17,7 @@ from edgevlm.errors import UserError
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "edgevlm.demo.cli",
     "edgevlm.export.cli",
+    "edgevlm.export.build_engine_cli",
     "edgevlm.calibration.cli",
     "edgevlm.server.cli",
     "edgevlm.bench.cli",

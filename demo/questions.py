@@ -84,7 +84,7 @@ def describe(scene: Scene, lang: str) -> str:
     return f"图中有{n}个图形：{listed}。"
 
 
-def _ask(rng: random.Random, scene: Scene, qtype: str, lang: str) -> tuple[str, str, Shape | None] | None:
+def ask(rng: random.Random, scene: Scene, qtype: str, lang: str) -> tuple[str, str, Shape | None] | None:
     templates = EN_TEMPLATES if lang == "en" else ZH_TEMPLATES
     if qtype == "colour":
         pool = _unique(scene.shapes, "kind")
@@ -135,7 +135,7 @@ def make_sample(seed: int, qtype: str, lang: str) -> Sample:
     for attempt in range(100):
         scene_seed = seed * 101 + attempt
         scene = random_scene(scene_seed)
-        asked = _ask(random.Random(scene_seed ^ 0x5EED), scene, qtype, lang)
+        asked = ask(random.Random(scene_seed ^ 0x5EED), scene, qtype, lang)
         if asked is not None:
             question, answer, target = asked
             return Sample(seed, qtype, lang, question, answer, scene, target)
@@ -187,8 +187,8 @@ def is_correct(sample: Sample, prediction: str) -> bool:
         predicted, truth = parse_box(prediction), parse_box(sample.answer)
         return predicted is not None and truth is not None and iou(predicted, truth) >= 0.5
     if sample.qtype == "describe":
-        truth = Counter((s.colour, s.kind) for s in sample.scene.shapes)
+        drawn = Counter((s.colour, s.kind) for s in sample.scene.shapes)
         count = re.search(r"\d+", prediction)
         right_count = count is not None and int(count.group()) == len(sample.scene.shapes)
-        return right_count and _mentioned(prediction, sample.lang) == truth
+        return right_count and _mentioned(prediction, sample.lang) == drawn
     return _normalise(prediction) == _normalise(sample.answer)

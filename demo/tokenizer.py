@@ -46,7 +46,8 @@ SPLIT_PATTERN = Regex(SPACE + r"?[a-z]+|" + SPACE + r"?\d|" + SPACE + r"?[^\sa-z
 CHAT_TEMPLATE = (
     "[gMASK]<sop>"
     "{%- for message in messages -%}"
-    "{%- if message['role'] == 'developer' -%}{%- set role = 'system' -%}{%- else -%}{%- set role = message['role'] -%}{%- endif -%}"
+    "{%- if message['role'] == 'developer' -%}{%- set role = 'system' -%}"
+    "{%- else -%}{%- set role = message['role'] -%}{%- endif -%}"
     "<|{{ role }}|>{{ '\\n' }}"
     "{%- if message['content'] is string -%}{{ message['content'] }}"
     "{%- else -%}{%- for part in message['content'] -%}"

@@ -23,8 +23,17 @@ import torch
 from torch import nn
 
 from edgevlm.demo.checkpoint import build_processor, new_model, save_checkpoint
-from edgevlm.demo.questions import COLOURS, SHAPES, Sample, is_correct, sample_for_index
-from edgevlm.demo.shapes import render, shape_masks
+from edgevlm.demo.questions import (
+    COLOURS,
+    LANGUAGES,
+    QUESTION_TYPES,
+    SHAPES,
+    Sample,
+    ask,
+    is_correct,
+    sample_for_index,
+)
+from edgevlm.demo.shapes import random_scene, render, shape_masks
 
 MERGED_PX = 28  # one merged image token covers 28 x 28 pixels (patch 14 x merge 2)
 COLOUR_IDS = {c: i + 1 for i, c in enumerate(COLOURS)}
@@ -97,12 +106,18 @@ class Batcher:
         messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": sample.question}]}]
         return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
-    def __call__(self, samples: list[Sample]) -> dict[str, torch.Tensor]:
-        images = [render(s.scene) for s in samples]
-        prompts = [self.prompt(s) for s in samples]
-        enc = self.processor(text=prompts, images=images, return_tensors="np", padding=False)
+    def __call__(self, groups: list[list[Sample]]) -> dict[str, torch.Tensor]:
+        """Each group is several questions about one scene: the image is encoded once per group."""
+        images = [render(group[0].scene) for group in groups]
+        vision = self.processor.image_processor(images=images, return_tensors="np")
+        grids = np.asarray(vision["image_grid_thw"])
+        samples = [s for group in groups for s in group]
+        image_of_row = np.array([g for g, group in enumerate(groups) for _ in group], np.int64)
         rows, labels = [], []
-        for ids, sample in zip(enc["input_ids"], samples, strict=True):
+        for sample, g in zip(samples, image_of_row, strict=True):
+            # The processor's own rule: one <|image|> per merged token (grid product / merge^2).
+            prompt = self.prompt(sample).replace("<|image|>", "<|image|>" * int(grids[g].prod() // 4))
+            ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
             answer = self.tokenizer(sample.answer, add_special_tokens=False)["input_ids"] + [self.end_id]
             rows.append(list(ids) + answer)
             labels.append([-100] * len(ids) + answer)
@@ -114,16 +129,31 @@ class Batcher:
             input_ids[i, : len(row)] = row
             label_ids[i, : len(lab)] = lab
             attention[i, : len(row)] = 1
-        targets = [dense_targets(s) for s in samples]
+        targets = [dense_targets(group[0]) for group in groups]
         return {
             "input_ids": torch.from_numpy(input_ids),
             "labels": torch.from_numpy(label_ids),
             "attention_mask": torch.from_numpy(attention),
             "mm_token_type_ids": torch.from_numpy((input_ids == self.processor.image_token_id).astype(np.int64)),
-            "pixel_values": torch.from_numpy(np.asarray(enc["pixel_values"])),
-            "image_grid_thw": torch.from_numpy(np.asarray(enc["image_grid_thw"])),
+            "pixel_values": torch.from_numpy(np.asarray(vision["pixel_values"])),
+            "image_grid_thw": torch.from_numpy(grids),
+            "image_of_row": torch.from_numpy(image_of_row),
             **{k: torch.from_numpy(np.concatenate([t[k] for t in targets])) for k in targets[0]},
         }
+
+
+def scene_questions(index: int) -> list[Sample]:
+    """Every question type about one training scene, each in a random language."""
+    seed = index * 7 + 3  # train scene seeds stay far below the held-out set's
+    scene = random_scene(seed)
+    rng = random.Random(seed ^ 0xA5A5)
+    group = []
+    for qtype in QUESTION_TYPES:
+        lang = rng.choice(LANGUAGES)
+        asked = ask(rng, scene, qtype, lang)
+        if asked is not None:
+            group.append(Sample(seed, qtype, lang, asked[0], asked[1], scene, asked[2]))
+    return group
 
 
 def forward_losses(model, heads: DenseHeads, batch: dict[str, torch.Tensor], with_qa: bool):
@@ -134,11 +164,14 @@ def forward_losses(model, heads: DenseHeads, batch: dict[str, torch.Tensor], wit
     if not with_qa:
         return dense, torch.zeros(())
     ids = batch["input_ids"]
+    rows_of = batch["image_of_row"]
+    per_image = torch.split(merged, (batch["image_grid_thw"].prod(-1) // 4).tolist())
+    row_feats = torch.cat([per_image[i] for i in rows_of.tolist()])
     embeds = inner.language_model.embed_tokens(ids)
     image_mask = (ids == model.config.image_token_id).unsqueeze(-1)
-    embeds = embeds.masked_scatter(image_mask, merged.to(embeds.dtype))
+    embeds = embeds.masked_scatter(image_mask, row_feats.to(embeds.dtype))
     position_ids, _ = inner.get_rope_index(
-        ids, batch["mm_token_type_ids"], batch["image_grid_thw"], attention_mask=batch["attention_mask"]
+        ids, batch["mm_token_type_ids"], batch["image_grid_thw"][rows_of], attention_mask=batch["attention_mask"]
     )
     hidden = inner.language_model(
         inputs_embeds=embeds, attention_mask=batch["attention_mask"], position_ids=position_ids
@@ -211,7 +244,7 @@ def train(cfg: TrainConfig) -> None:
         with_qa = step >= cfg.warmup_vision
         for group, base in zip(optim.param_groups, (cfg.vision_lr, cfg.lr), strict=True):
             group["lr"] = lr_at(step, cfg, base)
-        batch = batcher([sample_for_index(seen + i) for i in range(cfg.batch_size)])
+        batch = batcher([scene_questions(seen + i) for i in range(cfg.batch_size)])
         seen += cfg.batch_size
         # fp32: bf16 autocast is ~20x slower for this model on CPU (conv3d/grid_sample fall back).
         dense, qa = forward_losses(model, heads, batch, with_qa)
@@ -250,7 +283,7 @@ def parse_args(argv: list[str]) -> TrainConfig:
     parser.add_argument("--run", type=Path, required=True, help="folder for checkpoints and logs (resumes)")
     parser.add_argument("--steps", type=int, default=6000)
     parser.add_argument("--warmup-vision", type=int, default=800, help="steps of vision-only dense training")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=8, help="scenes per step (all question types each)")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--vision-lr", type=float, default=1e-3)
     parser.add_argument("--dense-weight", type=float, default=0.3)

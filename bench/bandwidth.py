@@ -1,0 +1,34 @@
+"""The memory-bandwidth floor of decoding: every decode step reads all decoder weights once, so a
+step cannot be faster than (weight bytes) / (memory bandwidth), whatever the batch."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+MB = 1 << 20
+
+
+def copy_bandwidth(size_mb: int = 256, repeats: int = 5) -> float:
+    """Bytes per second moved by a large numpy copy (read + write counted), best of `repeats`."""
+    src = np.ones(size_mb * MB // 8, np.float64)
+    dst = np.empty_like(src)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        np.copyto(dst, src)
+        best = min(best, time.perf_counter() - start)
+    return 2 * src.nbytes / best
+
+
+def decoder_weight_bytes(bundle_dir: Path) -> int:
+    """Bytes of the decoder graph's weights (external data + graph file); the embedding table is
+    gathered row by row (a few KB per token), so it is not part of the per-step read."""
+    files = [bundle_dir / "decoder.onnx", bundle_dir / "decoder.onnx.data"]
+    return sum(f.stat().st_size for f in files if f.is_file())
+
+
+def floor_ms_per_step(weight_bytes: int, bandwidth: float) -> float:
+    return 1000.0 * weight_bytes / bandwidth

@@ -1,0 +1,92 @@
+"""`edgevlm bench`: performance measurements, one sub-subcommand each.
+
+    edgevlm bench engine --model CHECKPOINT --bundle BUNDLE   HF transformers vs the runtime
+    edgevlm bench make-model small --out DIR                    a ~0.5 B random-weight checkpoint
+
+Heavy imports (torch, onnxruntime) stay inside the run functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from edgevlm.bench.serve import register_serve
+from edgevlm.errors import UserError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("bench", help="benchmarks (engine, make-model)", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="bench_command", metavar="BENCH")
+    parser.set_defaults(run=_missing_subcommand(parser))
+    _register_engine(commands)
+    _register_make_model(commands)
+    register_serve(commands)  # `bench serve`: HTTP load against `edgevlm serve` (bench/serve.py)
+
+
+def _missing_subcommand(parser: argparse.ArgumentParser):
+    def run(args: argparse.Namespace) -> int:
+        parser.print_help()
+        return 2
+
+    return run
+
+
+# -- bench engine -----------------------------------------------------------------------------
+def _register_engine(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "engine", help="HF transformers vs the runtime on one workload",
+        description="Run one workload (a 448x448 image + a 20-token question) through HF transformers "
+        "and the runtime: TTFT, image-cache-hit TTFT, decode ms/token at batch 1, tokens/s at several "
+        "concurrency levels, peak RSS, and the memory-bandwidth floor of a decode step.",
+    )
+    parser.add_argument("--model", type=Path, help="checkpoint folder for the HF side (omit: runtime only)")
+    parser.add_argument("--bundle", type=Path, required=True, help="bundle exported from that checkpoint")
+    parser.add_argument("--out", type=Path, default=Path("runs/bench"), help="folder for the JSON (+ PNG)")
+    parser.add_argument("--decode-tokens", type=int, default=64, help="answer length, forced (default 64)")
+    parser.add_argument("--question-tokens", type=int, default=20, help="question length (default 20)")
+    parser.add_argument("--concurrency", default="1,4,16", help="concurrency levels (default 1,4,16)")
+    parser.add_argument("--repeats", type=int, default=3, help="best of N for latencies (default 3)")
+    parser.add_argument("--threads", type=int, default=0, help="threads per side; 0 = library default")
+    parser.set_defaults(run=_run_engine)
+
+
+def _run_engine(args: argparse.Namespace) -> int:
+    from edgevlm.bench.engine_bench import EngineBenchConfig, run_engine_bench
+    from edgevlm.bench.report import format_table, write_outputs
+    from edgevlm.bench.workload import Workload
+
+    if not (args.bundle / "manifest.json").is_file():
+        raise UserError(f"not a bundle (no manifest.json): {args.bundle}")
+    if args.model is not None and not (args.model / "config.json").is_file():
+        raise UserError(f"not a checkpoint (no config.json): {args.model}")
+    try:
+        levels = tuple(int(c) for c in args.concurrency.split(","))
+        workload = Workload(args.question_tokens, args.decode_tokens, levels, args.repeats)
+    except ValueError as exc:
+        raise UserError(f"bad benchmark option: {exc}") from exc
+    report = run_engine_bench(EngineBenchConfig(args.model, args.bundle, args.out, workload, args.threads))
+    print(format_table(report))
+    for path in write_outputs(report, args.out):
+        print(f"wrote {path}")
+    return 0
+
+
+# -- bench make-model ------------------------------------------------------------------------
+def _register_make_model(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("make-model", help="write a random-weight GLM-4V checkpoint for benchmarks")
+    parser.add_argument("size", choices=["small"], help="small: ~0.5 B (hidden 1024 x 16 layers, vocab 151552)")
+    parser.add_argument("--out", type=Path, required=True, help="checkpoint folder to create")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--force", action="store_true", help="replace an existing checkpoint")
+    parser.set_defaults(run=_run_make_model)
+
+
+def _run_make_model(args: argparse.Namespace) -> int:
+    from edgevlm.bench.make_model import make_model
+
+    params = make_model(args.size, args.out, seed=args.seed, force=args.force)
+    print(f"wrote {args.out} ({params / 1e9:.2f} B parameters, random weights)", file=sys.stdout)
+    return 0

@@ -1,0 +1,67 @@
+"""The workload through edgevlm's runtime (ONNX Runtime, no torch). Run in its own process so its
+peak RSS is its own."""
+
+from __future__ import annotations
+
+import resource
+import time
+from pathlib import Path
+
+from edgevlm.bench.workload import Workload, bench_image, question_text
+from edgevlm.runtime.engine import Engine
+from edgevlm.runtime.types import GenerationRequest, ImagePart, Message, SamplingParams, TextPart
+
+
+def run(bundle: Path, workload: Workload, threads: int) -> dict:
+    started = time.perf_counter()
+    engine = Engine.from_bundle(bundle, max_batch=max(workload.concurrency), max_queue=1024, threads=threads)
+    load_s = time.perf_counter() - started
+    question = question_text(engine.preprocessor.tokenizer, workload.question_tokens)
+
+    def request(request_id: str, seed: int, tokens: int) -> GenerationRequest:
+        message = Message("user", (ImagePart(bench_image(seed)), TextPart(question)))
+        return GenerationRequest(request_id, (message,), SamplingParams(max_tokens=tokens, min_tokens=tokens))
+
+    engine.generate(request("warmup", 999, 2))
+    cold, hit = [], []
+    for i in range(workload.repeats):
+        engine.image_cache.clear()  # the image is new to the engine
+        cold.append(_timed(lambda i=i: engine.generate(request(f"ttft{i}", 1000 + i, 1))))
+        hit.append(_timed(lambda i=i: engine.generate(request(f"hit{i}", 1000 + i, 1))))
+    decode = [_decode_ms_per_token(engine, request(f"dec{i}", 2000 + i, workload.decode_tokens))
+              for i in range(workload.repeats)]
+    throughput = {}
+    for concurrency in workload.concurrency:
+        engine.image_cache.clear()
+        batch = [request(f"c{concurrency}-{j}", 3000 + j, workload.decode_tokens) for j in range(concurrency)]
+        seconds = _timed(lambda batch=batch: engine.generate(batch))
+        throughput[str(concurrency)] = concurrency * workload.decode_tokens / seconds
+    return {
+        "load_s": load_s,
+        "ttft_ms": 1000 * min(cold),
+        "ttft_image_cache_hit_ms": 1000 * min(hit),
+        "decode_ms_per_token": min(decode),
+        "tokens_per_s": throughput,
+        "prompt_tokens": len(engine.prepare(request("count", 0, 1)).prompt),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "kv_cache_mb": engine.cache.layout.nbytes / (1 << 20),
+        "providers": getattr(engine.backend, "providers", []),
+    }
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _decode_ms_per_token(engine: Engine, request: GenerationRequest) -> float:
+    """Time between the first and the last token of one request, per token."""
+    seq = engine.add_request(request)
+    stamps = []
+    while engine.has_work:
+        before = len(seq.output_ids)
+        engine.step()
+        if len(seq.output_ids) > before:
+            stamps.append(time.perf_counter())
+    return 1000 * (stamps[-1] - stamps[0]) / (len(stamps) - 1)

@@ -1,0 +1,52 @@
+"""W8A8 with explicit Q/DQ (ONNX Runtime `quantize_static`, QuantFormat.QDQ), in the form TensorRT
+consumes: int8 weights and activations, both symmetric (zero point 0), weights per output channel,
+activations per tensor, biases left float (TensorRT has no int32-bias DequantizeLinear).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from edgevlm.calibration.policy import LINEAR_OPS, QuantPlan
+from edgevlm.calibration.recorder import Feed
+
+ORT_METHODS: dict[str, str] = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
+# MinMax keeps this many runs' intermediate outputs before folding them into running ranges.
+MAX_INTERMEDIATE_OUTPUTS = 8
+EXTRA_OPTIONS: dict[str, object] = {
+    "ActivationSymmetric": True,
+    "WeightSymmetric": True,
+    "QuantizeBias": False,
+    "CalibTensorRangeSymmetric": True,
+    "CalibMaxIntermediateOutputs": MAX_INTERMEDIATE_OUTPUTS,
+}
+
+
+def quantize_graph(src: Path, dst: Path, plan: QuantPlan, method: str, feeds: Sequence[Feed] | None,
+                   cache_file: Path) -> None:
+    """Quantize `plan.quantize` of `src` into `dst` (+ `dst.name`.data). Activation ranges come from
+    `cache_file` when it exists, else from calibrating on `feeds`, and are then saved there."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    from edgevlm.calibration.feed_reader import FeedReader
+
+    if method not in ORT_METHODS:
+        raise ValueError(f"method must be one of {tuple(ORT_METHODS)}, got {method!r}")
+    if not plan.quantize:
+        raise ValueError(f"the {plan.graph} plan quantizes no node (ONNX Runtime would read that as all nodes)")
+    if feeds is None and not cache_file.is_file():
+        raise ValueError("feeds are needed when there is no calibration cache to reuse")
+    quantize_static(
+        str(src), str(dst), FeedReader(feeds or ()),
+        quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=list(LINEAR_OPS),
+        nodes_to_quantize=list(plan.quantize),
+        per_channel=True,
+        activation_type=QuantType.QInt8,
+        weight_type=QuantType.QInt8,
+        use_external_data_format=True,
+        calibrate_method=getattr(CalibrationMethod, ORT_METHODS[method]),
+        extra_options=dict(EXTRA_OPTIONS),
+        calibration_cache_path=str(cache_file),
+    )

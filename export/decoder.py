@@ -1,0 +1,210 @@
+"""`decoder.onnx` as a torch module: GLM-4V's language model + lm_head over the KV interface.
+
+Inputs are the runtime's preallocated cache rows (`past_key_{i}` [batch, kv_heads, max_len,
+head_dim]); the graph reads their first `past = attention_bias.shape[-1] - seq` positions and
+returns only the new tokens' keys/values (BUNDLE.md). Weights are the HF modules' own (no copies).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from edgevlm.export.vision import rms_norm
+
+# Any bias at or below this hides a key; clamping -inf to it keeps a row that sees no key at all
+# (a padding row) finite, so its K/V never poison later layers with NaN (0 * NaN = NaN).
+HIDDEN_BIAS = -1.0e30
+
+
+def input_names(num_layers: int) -> list[str]:
+    """The decoder graph's input names, in order."""
+    names = ["inputs_embeds", "position_ids", "attention_bias", "logits_index"]
+    for i in range(num_layers):
+        names += [f"past_key_{i}", f"past_value_{i}"]
+    return names
+
+
+def output_names(num_layers: int) -> list[str]:
+    """The decoder graph's output names, in order."""
+    names = ["logits"]
+    for i in range(num_layers):
+        names += [f"present_key_{i}", f"present_value_{i}"]
+    return names
+
+
+def axes(num_layers: int) -> dict[str, dict[int, str]]:
+    """The graph's dynamic axes, named as in BUNDLE.md (total_len = past + seq)."""
+    named: dict[str, dict[int, str]] = {
+        "inputs_embeds": {0: "batch", 1: "seq"},
+        "position_ids": {1: "batch", 2: "seq"},
+        "attention_bias": {0: "batch", 2: "seq", 3: "total_len"},
+        "logits_index": {0: "batch"},
+        "logits": {0: "batch"},
+    }
+    for i in range(num_layers):
+        named[f"past_key_{i}"] = named[f"past_value_{i}"] = {0: "batch", 2: "max_len"}
+        named[f"present_key_{i}"] = named[f"present_value_{i}"] = {0: "batch", 2: "seq"}
+    return named
+
+
+def rotate_half_interleaved(x: torch.Tensor) -> torch.Tensor:
+    """GLM's `rotate_half_llm`: pairs (x0, x1), (x2, x3) ... -> (-x1, x0), (-x3, x2) ..."""
+    pairs = x.unflatten(-1, (-1, 2))
+    return torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
+
+
+def mrope_axes(mrope_section: list[int], rotary_dim: int) -> torch.Tensor:
+    """For each of the `rotary_dim` rotated channels, which position axis (t=0, h=1, w=2) drives it.
+
+    HF splits the rotary_dim / 2 frequencies into sections [t, h, w] (cycled), then repeats each
+    frequency twice (interleaved pairs)."""
+    axes = [i % 3 for i, size in enumerate(mrope_section) for _ in range(size)]
+    if len(axes) != rotary_dim // 2:
+        raise ValueError(f"mrope_section {mrope_section} does not cover rotary_dim / 2 = {rotary_dim // 2}")
+    return torch.tensor(axes, dtype=torch.int64).repeat_interleave(2)
+
+
+class Decoder(nn.Module):
+    """One step (prefill chunk or decode) of the KV-cached language model."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        text = model.model.language_model
+        config = text.config
+        self.layers = text.layers
+        self.norm = text.norm
+        self.lm_head = model.lm_head
+        self.eps = config.rms_norm_eps
+        self.num_heads = config.num_attention_heads
+        self.num_kv_heads = config.num_key_value_heads
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        inv_freq = text.rotary_emb.inv_freq.to(torch.float32)
+        self.rotary_dim = 2 * inv_freq.shape[0]
+        rotary_axes = mrope_axes(list(text.rotary_emb.mrope_section), self.rotary_dim)
+        self.register_buffer("rotary_axes", rotary_axes, persistent=False)
+        self.register_buffer("inv_freq", inv_freq.repeat_interleave(2), persistent=False)
+
+    def input_names(self) -> list[str]:
+        return input_names(len(self.layers))
+
+    def output_names(self) -> list[str]:
+        return output_names(len(self.layers))
+
+    def axes(self) -> dict[str, dict[int, str]]:
+        return axes(len(self.layers))
+
+    def example_inputs(self) -> tuple[torch.Tensor, ...]:
+        """Inputs to trace with; every dynamic size distinct so no two dims are traced as one."""
+        batch, seq, past, max_len = 2, 3, 4, 11
+        dtype = self.lm_head.weight.dtype
+        hidden = self.lm_head.weight.shape[1]
+        # One tensor per cache input: a tensor passed twice is traced as one aliased input.
+        caches = [torch.zeros(batch, self.num_kv_heads, max_len, self.head_dim, dtype=dtype)
+                  for _ in range(2 * len(self.layers))]
+        return (
+            torch.zeros(batch, seq, hidden, dtype=dtype),
+            torch.zeros(3, batch, seq, dtype=torch.int64),
+            torch.zeros(batch, 1, seq, past + seq, dtype=torch.float32),
+            torch.zeros(batch, dtype=torch.int64),
+            *caches,
+        )
+
+    def dynamic_shapes(self) -> tuple[Any, ...]:
+        """torch.export dims for `example_inputs` (the caches are one varargs tuple)."""
+        dim = torch.export.Dim
+        batch, seq, total, max_len = dim("batch"), dim("seq"), dim("total_len"), dim("max_len")
+        cache = {0: batch, 2: max_len}
+        return (
+            {0: batch, 1: seq},
+            {1: batch, 2: seq},
+            {0: batch, 2: seq, 3: total},
+            {0: batch},
+            tuple(cache for _ in range(2 * len(self.layers))),
+        )
+
+    def forward(
+        self,
+        inputs_embeds: torch.Tensor,
+        position_ids: torch.Tensor,
+        attention_bias: torch.Tensor,
+        logits_index: torch.Tensor,
+        *past: torch.Tensor,
+    ) -> tuple[torch.Tensor, ...]:
+        # inputs_embeds: [batch, seq, hidden]; position_ids: [3, batch, seq] i64
+        # attention_bias: [batch, 1, seq, past + seq] f32; logits_index: [batch] i64
+        # past[2i], past[2i+1]: [batch, kv_heads, max_len, head_dim]
+        seq = inputs_embeds.shape[1]
+        num_past = attention_bias.shape[-1] - seq
+        bias = attention_bias.clamp(min=HIDDEN_BIAS).unsqueeze(2)  # [batch, 1, 1, seq, total]
+        cos, sin = self.rotary(position_ids, inputs_embeds.dtype)
+        h = inputs_embeds
+        presents: list[torch.Tensor] = []
+        for i, layer in enumerate(self.layers):
+            h, key, value = self.layer(layer, h, cos, sin, bias, past[2 * i], past[2 * i + 1], num_past)
+            presents += [key, value]
+        h = rms_norm(h, self.norm.weight, self.eps)
+        index = logits_index.view(-1, 1, 1).expand(-1, 1, h.shape[-1])
+        last = torch.gather(h, 1, index).squeeze(1)  # [batch, hidden]
+        logits = self.lm_head(last).to(torch.float32)
+        return (logits, *presents)
+
+    def rotary(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        # position_ids: [3, batch, seq] -> cos, sin: [batch, 1, seq, rotary_dim] in the model dtype
+        positions = position_ids.index_select(0, self.rotary_axes)  # [rotary_dim, batch, seq]
+        angles = positions.permute(1, 2, 0).to(torch.float32) * self.inv_freq
+        return angles.cos().to(dtype).unsqueeze(1), angles.sin().to(dtype).unsqueeze(1)
+
+    def layer(
+        self,
+        layer: nn.Module,
+        h: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        bias: torch.Tensor,
+        past_key: torch.Tensor,
+        past_value: torch.Tensor,
+        num_past: torch.Tensor | int,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        # h: [batch, seq, hidden] -> h, new key, new value ([batch, kv_heads, seq, head_dim])
+        attn_in = rms_norm(h, layer.input_layernorm.weight, self.eps)
+        attn_out, key, value = self.attention(layer.self_attn, attn_in, cos, sin, bias, past_key, past_value, num_past)
+        h = h + rms_norm(attn_out, layer.post_self_attn_layernorm.weight, self.eps)
+        mlp_out = layer.mlp(rms_norm(h, layer.post_attention_layernorm.weight, self.eps))
+        h = h + rms_norm(mlp_out, layer.post_mlp_layernorm.weight, self.eps)
+        return h, key, value
+
+    def attention(
+        self,
+        attn: nn.Module,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        bias: torch.Tensor,
+        past_key: torch.Tensor,
+        past_value: torch.Tensor,
+        num_past: torch.Tensor | int,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        # x: [batch, seq, hidden]; q: [batch, heads, seq, head_dim]; k, v: [batch, kv_heads, seq, head_dim]
+        batch, seq, _ = x.shape
+        q = attn.q_proj(x).view(batch, seq, self.num_heads, self.head_dim).transpose(1, 2)
+        k = attn.k_proj(x).view(batch, seq, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        v = attn.v_proj(x).view(batch, seq, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        q, k = self.apply_rotary(q, cos, sin), self.apply_rotary(k, cos, sin)
+        keys = torch.cat((past_key[:, :, :num_past], k), dim=2)  # [batch, kv_heads, total, head_dim]
+        values = torch.cat((past_value[:, :, :num_past], v), dim=2)
+        # GQA without copying the cache: query heads grouped per KV head, broadcast over the group.
+        groups = self.num_heads // self.num_kv_heads
+        q = q.reshape(batch, self.num_kv_heads, groups, seq, self.head_dim)
+        scores = torch.matmul(q, keys.unsqueeze(2).transpose(-1, -2)) * (self.head_dim**-0.5)
+        probs = torch.softmax(scores.to(torch.float32) + bias, dim=-1).to(x.dtype)
+        out = torch.matmul(probs, values.unsqueeze(2))  # [batch, kv_heads, groups, seq, head_dim]
+        out = out.reshape(batch, self.num_heads, seq, self.head_dim).transpose(1, 2).reshape(batch, seq, -1)
+        return attn.o_proj(out), k, v
+
+    def apply_rotary(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        # x: [batch, heads, seq, head_dim]; partial rotary: only the first rotary_dim channels turn
+        rot, rest = x[..., : self.rotary_dim], x[..., self.rotary_dim :]
+        return torch.cat((rot * cos + rotate_half_interleaved(rot) * sin, rest), dim=-1)

@@ -1,0 +1,261 @@
+"""The parity gate: the HF model in PyTorch against the bundle in ONNX Runtime (CPU).
+
+Fixed inputs: a demo shapes scene and a grounding question. The reference is HF's own forward
+(vision tower, get_rope_index, DynamicCache) computed in float32 on the exported weights; the
+candidate drives the bundle exactly as the runtime will: numpy vision inputs, numpy embedding
+gather, M-RoPE positions, a preallocated KV cache written in place through the KV interface.
+
+Decoding is greedy for `GREEDY_TOKENS` steps, EOS ignored. The candidate is teacher-forced with
+the reference's tokens, so every step's logits are compared; all 32 argmaxes agreeing is the same
+as the two greedy decodes being token-identical. Errors: max abs over all values, and rel =
+max abs / max |reference| (element-wise relative error is meaningless near zero).
+
+Reduced precision: ONNX Runtime runs fp16 graphs on CPU (it casts around the few ops without
+fp16 kernels), but fp16 rounding differs from float32, so fp16/bf16 exports get a looser
+`rel` budget, and a greedy step may pick another token only where the reference itself is within
+that budget (a near-tie no precision can settle). fp32 allows no near-ties.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgevlm.export.mrope_positions import mrope_position_ids
+from edgevlm.export.vision_inputs import vision_inputs
+
+GREEDY_TOKENS = 32
+TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "bf16": 4e-2}
+PARITY_SEED = 7  # the demo scene and question used by the gate
+
+
+class ParityError(Exception):
+    """The bundle's outputs differ from PyTorch beyond the dtype's tolerance."""
+
+
+@dataclass(frozen=True, slots=True)
+class ParityInputs:
+    """Processor output for the fixed case, as numpy."""
+
+    input_ids: np.ndarray  # [seq] int64
+    mm_token_type_ids: np.ndarray  # [seq] int64
+    pixel_values: np.ndarray  # [patches, patch_dim] float32
+    image_grid_thw: np.ndarray  # [images, 3] int64
+
+
+@dataclass(frozen=True, slots=True)
+class Outputs:
+    """One side's results: image embeddings and the logits of each greedy step."""
+
+    image_embeds: np.ndarray  # [image_tokens, hidden] float32
+    logits: np.ndarray  # [steps, vocab] float32
+    tokens: np.ndarray  # [steps] int64: argmax of each step's logits
+
+
+@dataclass(frozen=True, slots=True)
+class ParityReport:
+    """Errors of the candidate against the reference, and the verdict."""
+
+    dtype: str
+    tolerance: float
+    vision_max_abs: float
+    vision_max_rel: float
+    logits_max_abs: float
+    logits_max_rel: float
+    greedy_tokens: int
+    greedy_matched: int
+    near_ties: int
+    seconds: float
+
+    @property
+    def greedy_identical(self) -> bool:
+        return self.greedy_matched == self.greedy_tokens
+
+    def failures(self) -> list[str]:
+        """Why the gate fails; empty when it passes."""
+        problems = []
+        if not self.vision_max_rel <= self.tolerance:
+            problems.append(f"vision embeddings rel error {self.vision_max_rel:.2e} > {self.tolerance:.0e}")
+        if not self.logits_max_rel <= self.tolerance:
+            problems.append(f"logits rel error {self.logits_max_rel:.2e} > {self.tolerance:.0e}")
+        if self.greedy_matched + self.near_ties < self.greedy_tokens:
+            wrong = self.greedy_tokens - self.greedy_matched - self.near_ties
+            problems.append(f"{wrong} of {self.greedy_tokens} greedy tokens differ")
+        return problems
+
+    def as_manifest(self) -> dict[str, Any]:
+        return {
+            "skipped": False,
+            "reference": "PyTorch (transformers) float32 on the exported weights",
+            "candidate": "ONNX Runtime CPUExecutionProvider",
+            "dtype": self.dtype,
+            "tolerance_rel": self.tolerance,
+            "vision_max_abs": self.vision_max_abs,
+            "vision_max_rel": self.vision_max_rel,
+            "logits_max_abs": self.logits_max_abs,
+            "logits_max_rel": self.logits_max_rel,
+            "greedy_tokens": self.greedy_tokens,
+            "greedy_matched": self.greedy_matched,
+            "greedy_near_ties": self.near_ties,
+            "greedy_identical": self.greedy_identical,
+            "seconds": self.seconds,
+        }
+
+
+def parity_inputs(processor: Any, seed: int = PARITY_SEED) -> ParityInputs:
+    """The fixed case: a demo scene and a grounding question about it, through the processor."""
+    from edgevlm.demo.questions import make_sample
+    from edgevlm.demo.shapes import render
+
+    sample = make_sample(seed, "box", "en")
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": sample.question}]}]
+    text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    batch = processor(text=[text], images=[render(sample.scene)], return_tensors="np")
+    return ParityInputs(
+        input_ids=np.asarray(batch["input_ids"][0], dtype=np.int64),
+        mm_token_type_ids=np.asarray(batch["mm_token_type_ids"][0], dtype=np.int64),
+        pixel_values=np.asarray(batch["pixel_values"], dtype=np.float32),
+        image_grid_thw=np.asarray(batch["image_grid_thw"], dtype=np.int64),
+    )
+
+
+def torch_reference(model: Any, inputs: ParityInputs, steps: int = GREEDY_TOKENS) -> Outputs:
+    """HF's own forward with its DynamicCache, greedy, in the model's (float32) dtype."""
+    import torch
+
+    grid = torch.from_numpy(inputs.image_grid_thw)
+    pixels = torch.from_numpy(inputs.pixel_values)
+    ids = torch.from_numpy(inputs.input_ids)[None]
+    with torch.no_grad():
+        embeds = torch.cat(model.model.get_image_features(pixels, grid).pooler_output)
+        out = model(
+            input_ids=ids,
+            pixel_values=pixels,
+            image_grid_thw=grid,
+            mm_token_type_ids=torch.from_numpy(inputs.mm_token_type_ids)[None],
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        logits, tokens = [], []
+        for step in range(steps):
+            step_logits = out.logits[0, -1].float()
+            tokens.append(int(step_logits.argmax()))
+            logits.append(step_logits.numpy())
+            if step + 1 < steps:
+                out = model(input_ids=torch.tensor([[tokens[-1]]]), cache=out.cache, use_cache=True)
+    return Outputs(embeds.float().numpy(), np.stack(logits), np.asarray(tokens, dtype=np.int64))
+
+
+def _session(path: Path) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _causal_bias(seq: int) -> np.ndarray:
+    # [1, 1, seq, seq]: 0 on and below the diagonal, -inf above
+    return np.triu(np.full((seq, seq), -np.inf, dtype=np.float32), 1)[None, None]
+
+
+def onnx_candidate(bundle_dir: Path, manifest: dict[str, Any], inputs: ParityInputs, teacher: np.ndarray) -> Outputs:
+    """The bundle through ONNX Runtime: vision, then prefill + decode steps over an in-place KV cache,
+    fed the reference's tokens (`teacher`, [steps])."""
+    arch, dtype = manifest["architecture"], np.dtype(manifest["graphs"]["decoder"]["inputs"]["inputs_embeds"]["dtype"])
+    merge = arch["vision"]["spatial_merge_size"]
+    vision = _session(bundle_dir / manifest["graphs"]["vision"]["file"])
+    index = vision_inputs(inputs.image_grid_thw, merge)
+    image_embeds = vision.run(None, {
+        "pixel_values": inputs.pixel_values.astype(dtype),
+        "pos_grid": index.pos_grid,
+        "rotary_pos": index.rotary_pos,
+        "attention_bias": index.attention_bias,
+    })[0]
+    del vision
+    table = np.load(bundle_dir / manifest["embed_tokens"]["file"], mmap_mode="r")
+    image_token = manifest["tokens"]["image_token_id"]
+    embeds = np.asarray(table[inputs.input_ids], dtype=dtype)  # [seq, hidden]
+    embeds[inputs.input_ids == image_token] = image_embeds
+    positions, next_position = mrope_position_ids(inputs.input_ids, inputs.image_grid_thw, image_token, merge)
+    logits = _decode(bundle_dir, manifest, embeds, positions, next_position, table, teacher, dtype)
+    return Outputs(image_embeds.astype(np.float32), logits, logits.argmax(-1))
+
+
+def _decode(
+    bundle_dir: Path,
+    manifest: dict[str, Any],
+    embeds: np.ndarray,
+    positions: np.ndarray,
+    next_position: int,
+    table: np.ndarray,
+    teacher: np.ndarray,
+    dtype: np.dtype,
+) -> np.ndarray:
+    # embeds: [seq, hidden]; positions: [3, seq]; cache: 2 * layers x [1, kv_heads, max_len, head_dim]
+    arch = manifest["architecture"]
+    decoder = _session(bundle_dir / manifest["graphs"]["decoder"]["file"])
+    seq, steps = embeds.shape[0], len(teacher)
+    shape = (1, arch["num_kv_heads"], seq + steps, arch["head_dim"])
+    cache = [np.zeros(shape, dtype) for _ in range(2 * arch["num_layers"])]
+    names = [f"past_{kind}_{i}" for i in range(arch["num_layers"]) for kind in ("key", "value")]
+    feeds = {"inputs_embeds": embeds[None], "position_ids": positions[:, None], "attention_bias": _causal_bias(seq),
+             "logits_index": np.array([seq - 1], np.int64)}
+    length, logits = 0, []
+    for step in range(steps):
+        outputs = decoder.run(None, {**feeds, **dict(zip(names, cache, strict=True))})
+        logits.append(outputs[0][0])
+        new = outputs[1].shape[2]
+        for buffer, present in zip(cache, outputs[1:], strict=True):
+            buffer[:, :, length : length + new] = present  # written in place at the row's length
+        length += new
+        token = int(teacher[step])
+        feeds = {
+            "inputs_embeds": np.asarray(table[[token]], dtype=dtype)[None],
+            "position_ids": np.full((3, 1, 1), next_position + step, np.int64),
+            "attention_bias": np.zeros((1, 1, 1, length + 1), np.float32),
+            "logits_index": np.zeros(1, np.int64),
+        }
+    return np.stack(logits).astype(np.float32)
+
+
+def _errors(candidate: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
+    abs_error = float(np.abs(candidate.astype(np.float64) - reference).max())
+    scale = float(np.abs(reference).max())
+    return abs_error, abs_error / scale if scale > 0 else abs_error
+
+
+def compare(reference: Outputs, candidate: Outputs, dtype: str, seconds: float) -> ParityReport:
+    """Errors, greedy agreement and near-ties of the candidate against the reference."""
+    tolerance = TOLERANCE[dtype]
+    vision_abs, vision_rel = _errors(candidate.image_embeds, reference.image_embeds)
+    logits_abs, logits_rel = _errors(candidate.logits, reference.logits)
+    matched = int((candidate.tokens == reference.tokens).sum())
+    near_ties = 0
+    if dtype != "fp32":
+        budget = tolerance * float(np.abs(reference.logits).max())
+        for step in np.flatnonzero(candidate.tokens != reference.tokens):
+            row = reference.logits[step]
+            near_ties += int(row[reference.tokens[step]] - row[candidate.tokens[step]] <= budget)
+    return ParityReport(
+        dtype=dtype,
+        tolerance=tolerance,
+        vision_max_abs=vision_abs,
+        vision_max_rel=vision_rel,
+        logits_max_abs=logits_abs,
+        logits_max_rel=logits_rel,
+        greedy_tokens=len(reference.tokens),
+        greedy_matched=matched,
+        near_ties=near_ties,
+        seconds=round(seconds, 2),
+    )
+
+
+def check_parity(report: ParityReport) -> None:
+    """Raise ParityError with every failed criterion in one message."""
+    problems = report.failures()
+    if problems:
+        raise ParityError(f"parity gate failed ({report.dtype}): " + "; ".join(problems))

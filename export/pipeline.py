@@ -1,0 +1,155 @@
+"""checkpoint -> bundle: load, trace, convert, optimise, validate, then one atomic rename.
+
+Memory: the model is loaded once in the export dtype and the graphs reuse its tensors; each graph's
+exporter objects are dropped once its file is written. For validation the same weights are widened
+to float32 in place (the reference), and the torch model is freed before ONNX Runtime loads the
+bundle, so torch and ONNX Runtime never hold the weights at the same time.
+"""
+
+from __future__ import annotations
+
+import gc
+import resource
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgevlm.errors import UserError
+from edgevlm.export import assets, manifest, onnx_export, parity
+from edgevlm.export.checkpoint import CheckpointInfo, inspect_checkpoint, load_model
+from edgevlm.export.options import ExportOptions
+from edgevlm.export.progress import Progress
+from edgevlm.export.staging import check_output, staged_output
+
+GRAPH_FILES = {"vision": "vision.onnx", "decoder": "decoder.onnx"}
+
+
+@dataclass(frozen=True, slots=True)
+class ExportResult:
+    """Where the bundle went and what its manifest says."""
+
+    out_dir: Path
+    manifest: dict[str, Any]
+
+
+def torch_dtype(dtype: str) -> Any:
+    import torch
+
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
+
+
+def resolve_max_seq_len(options: ExportOptions, info: CheckpointInfo) -> int:
+    """--max-seq-len, or the model's max_position_embeddings; never beyond it."""
+    limit = int(info.config.get("text_config", {}).get("max_position_embeddings", 0)) or None
+    wanted = options.max_seq_len or limit
+    if wanted is None:
+        raise UserError("the checkpoint's text_config has no max_position_embeddings: pass --max-seq-len")
+    if limit is not None and wanted > limit:
+        raise UserError(f"--max-seq-len {wanted} exceeds the model's max_position_embeddings {limit}")
+    return wanted
+
+
+def export_graph(name: str, module: Any, staging: Path, options: ExportOptions, progress: Progress) -> dict:
+    """Trace, convert and optimise one graph into `staging`; the exporter objects die here."""
+    module.eval()
+    with progress.stage("trace", f"{name} graph (torch.export)"):
+        program = onnx_export.trace(module, module.example_inputs(), module.dynamic_shapes())
+    with progress.stage("convert", f"{name} graph (opset {options.opset})"):
+        onnx_program = onnx_export.convert(program, module.input_names(), module.output_names(), options.opset)
+        del program
+    with progress.stage("optimise", f"{name} graph -> {GRAPH_FILES[name]}"):
+        stats = onnx_export.optimise_and_save(onnx_program, module.axes(), staging / GRAPH_FILES[name])
+    mib = stats.initializer_bytes / 2**20
+    progress.note(f"{stats.nodes_before_optimise} -> {stats.nodes} nodes, {mib:.1f} MiB weights")
+    return {"nodes_before_optimise": stats.nodes_before_optimise, "nodes": stats.nodes,
+            "initializer_bytes": stats.initializer_bytes}
+
+
+def build_manifest(
+    options: ExportOptions, info: CheckpointInfo, model_config: Any, processor: Any, staging: Path, embed: dict
+) -> dict[str, Any]:
+    """Every manifest section except files, validation and export statistics (added last)."""
+    min_pixels, max_pixels = assets.pixel_limits(processor.image_processor)
+    generation = assets.read_generation_config(info.path)
+    return {
+        "format": manifest.FORMAT,
+        "schema_version": manifest.SCHEMA_VERSION,
+        "created": manifest.now_iso(),
+        "tool_versions": manifest.tool_versions(),
+        "source": {"path": str(info.path.resolve()), "model_type": info.config["model_type"],
+                   "config_sha256": info.config_sha256, "config": info.config,
+                   "weight_files": [f.name for f in info.weight_files], "tensor_bytes": info.tensor_bytes},
+        "dtype": options.dtype,
+        "opset": options.opset,
+        "architecture": manifest.architecture(model_config),
+        "tokens": manifest.token_ids(model_config, generation, processor.tokenizer.get_vocab()),
+        "limits": {"max_batch": options.max_batch, "max_seq_len": resolve_max_seq_len(options, info),
+                   "min_pixels": min_pixels, "max_pixels": max_pixels},
+        "graphs": {name: manifest.graph_signature(staging / file) for name, file in GRAPH_FILES.items()},
+        "embed_tokens": embed,
+        "files": {},
+        "quantization": None,
+        "validation": {"skipped": True},
+    }
+
+
+def run_export(options: ExportOptions, progress: Progress | None = None) -> ExportResult:
+    """Export a checkpoint to a validated bundle at `options.out_dir`, or leave nothing behind."""
+    from edgevlm.demo.hf_compat import load_processor
+    from edgevlm.export.decoder import Decoder
+    from edgevlm.export.vision import VisionEncoder
+
+    progress = progress or Progress(None)
+    start = time.perf_counter()
+    info = inspect_checkpoint(options.model_dir)
+    check_output(options.out_dir, options.force)
+    resolve_max_seq_len(options, info)
+    with staged_output(options.out_dir, options.force) as staging:
+        with progress.stage("load", f"{info.path} as {options.dtype}"):
+            model = load_model(info.path, torch_dtype(options.dtype))
+            processor = load_processor(info.path)
+        graph_stats = {
+            "vision": export_graph("vision", VisionEncoder(model.model.visual), staging, options, progress),
+            "decoder": export_graph("decoder", Decoder(model), staging, options, progress),
+        }
+        embed = assets.write_embed_tokens(model.model.language_model.embed_tokens.weight, staging)
+        copied = assets.copy_assets(info.path, staging)
+        bundle = build_manifest(options, info, model.config, processor, staging, embed)
+        reference = inputs = None
+        if options.validate:
+            with progress.stage("validate", "PyTorch reference (float32, HF forward + DynamicCache)"):
+                inputs = parity.parity_inputs(processor)
+                reference = parity.torch_reference(model.float(), inputs)
+        del model  # torch's weights go before ONNX Runtime loads the bundle's
+        gc.collect()
+        if reference is not None and inputs is not None:
+            with progress.stage("validate", "ONNX Runtime CPU through the KV interface, teacher-forced"):
+                candidate = parity.onnx_candidate(staging, bundle, inputs, reference.tokens)
+            report = parity.compare(reference, candidate, options.dtype, progress.seconds["validate"])
+            progress.note(_summary(report))
+            parity.check_parity(report)
+            bundle["validation"] = report.as_manifest()
+        bundle["files"] = manifest.file_entries(staging, [*GRAPH_FILES.values(), *_data_files(staging),
+                                                           embed["file"], *copied])
+        bundle["export"] = {
+            "seconds": round(time.perf_counter() - start, 1),
+            "stage_seconds": dict(progress.seconds),
+            "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "graphs": graph_stats,
+        }
+        manifest.write_manifest(staging, bundle)
+    return ExportResult(options.out_dir, bundle)
+
+
+def _data_files(staging: Path) -> list[str]:
+    return [f"{file}.data" for file in GRAPH_FILES.values() if (staging / f"{file}.data").exists()]
+
+
+def _summary(report: parity.ParityReport) -> str:
+    return (
+        f"vision max abs {report.vision_max_abs:.2e} rel {report.vision_max_rel:.2e}; "
+        f"logits max abs {report.logits_max_abs:.2e} rel {report.logits_max_rel:.2e}; "
+        f"greedy {report.greedy_matched}/{report.greedy_tokens} identical"
+        + (f" (+{report.near_ties} near-ties)" if report.near_ties else "")
+    )

@@ -1,0 +1,67 @@
+"""What the engine asks of an inference backend: run the vision graph, and run one decoder step
+whose new K/V land in the engine's KV cache rows."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgevlm.runtime.kv_cache import KVCache, KVLayout
+
+
+@dataclass(frozen=True, slots=True)
+class VisionBatch:
+    """Several images' patches, concatenated (BUNDLE.md, vision.onnx)."""
+
+    pixel_values: np.ndarray  # [patches, patch_dim] model dtype
+    pos_grid: np.ndarray  # [patches, 2] float32
+    rotary_pos: np.ndarray  # [patches, 2] int64
+    attention_bias: np.ndarray  # [patches, patches] float32
+
+
+@dataclass(frozen=True, slots=True)
+class DecoderStep:
+    """One decoder call over the cache rows `first_row .. first_row + batch` (BUNDLE.md)."""
+
+    inputs_embeds: np.ndarray  # [batch, seq, hidden] model dtype
+    position_ids: np.ndarray  # [3, batch, seq] int64
+    attention_bias: np.ndarray  # [batch, 1, seq, past + seq] float32
+    logits_index: np.ndarray  # [batch] int64
+    first_row: int
+    starts: np.ndarray  # [batch] tokens already cached per row (where the new K/V go)
+    counts: np.ndarray  # [batch] real (unpadded) new tokens per row
+
+    @property
+    def batch(self) -> int:
+        return int(self.inputs_embeds.shape[0])
+
+    @property
+    def seq(self) -> int:
+        return int(self.inputs_embeds.shape[1])
+
+    @property
+    def past(self) -> int:
+        return int(self.attention_bias.shape[3]) - self.seq
+
+
+class Backend(ABC):
+    name: str
+
+    def create_cache(self, layout: KVLayout) -> KVCache:
+        """The KV cache this backend binds: host arrays here; a device backend returns its own
+        KVCache subclass (it may hold fewer rows than `layout` asks for)."""
+        return KVCache(layout)
+
+    @abstractmethod
+    def encode_images(self, batch: VisionBatch) -> np.ndarray:
+        """# -> image_embeds [patches / merge^2, out_hidden]"""
+
+    @abstractmethod
+    def decode(self, step: DecoderStep, cache: KVCache) -> np.ndarray:
+        """Run the decoder over the step's rows, store the new tokens' K/V in `cache` at each row's
+        `starts` (without copying the cache), and return logits. # -> [batch, vocab] float32"""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release sessions and device memory."""

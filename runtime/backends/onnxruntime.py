@@ -1,0 +1,131 @@
+"""ONNX Runtime backend: the bundle's vision and decoder graphs, the decoder driven through IO
+binding so the KV cache rows are bound in place (a pointer into the engine's arrays, no copy).
+
+Execution providers: `device="cpu"` uses the CPU EP; `"cuda"` / `"tensorrt"` require that EP;
+`"auto"` takes TensorRT, then CUDA, when onnxruntime-gpu provides them, else CPU. With a GPU EP
+the cache stays in host memory and ONNX Runtime copies the bound rows per step (correct, not
+zero-copy; device-resident caches are the TensorRT backend's job, BUNDLE.md).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgevlm.runtime.backends.base import Backend, DecoderStep, VisionBatch
+from edgevlm.runtime.bundle import Bundle, BundleError
+from edgevlm.runtime.kv_cache import KVCache
+
+DEVICES = ("cpu", "cuda", "tensorrt", "auto")
+GPU_PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+REQUIRED = {"cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
+DECODER_INPUTS = ("inputs_embeds", "position_ids", "attention_bias", "logits_index")
+
+
+def select_providers(device: str, available: list[str]) -> list[str]:
+    """Execution providers for a device name, best first, CPU always last as the fallback."""
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if device in REQUIRED:
+        if REQUIRED[device] not in available:
+            raise ValueError(f"device={device!r} needs {REQUIRED[device]} (install onnxruntime-gpu)")
+        start = GPU_PREFERENCE.index(REQUIRED[device])
+        return [p for p in GPU_PREFERENCE[start:] if p in available] + ["CPUExecutionProvider"]
+    return [p for p in GPU_PREFERENCE if p in available] + ["CPUExecutionProvider"]
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+
+    def __init__(self, bundle: Bundle, device: str = "cpu", threads: int = 0, max_step_tokens: int = 512,
+                 max_rows: int = 16) -> None:
+        import onnxruntime as ort
+
+        self.providers = select_providers(device, ort.get_available_providers())
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads
+        options.log_severity_level = 3
+        self.vision = ort.InferenceSession(str(bundle.vision_file), options, providers=self.providers)
+        self.decoder = ort.InferenceSession(str(bundle.decoder_file), options, providers=self.providers)
+        self.dtype = bundle.dtype
+        self.num_layers = bundle.architecture.num_layers
+        self._check_decoder_io()
+        arch = bundle.architecture
+        # Reused output buffers: logits [rows, vocab] and per-layer new K/V (flat, reshaped per step).
+        self._logits = np.empty((max_rows, arch.vocab_size), np.float32)
+        self._max_step_tokens = max(max_step_tokens, max_rows)
+        size = self._max_step_tokens * arch.num_kv_heads * arch.head_dim
+        self._present = [(np.empty(size, self.dtype), np.empty(size, self.dtype))
+                         for _ in range(self.num_layers)]
+
+    def _check_decoder_io(self) -> None:
+        names = {i.name for i in self.decoder.get_inputs()}
+        past = {f"past_{kv}_{i}" for kv in ("key", "value") for i in range(self.num_layers)}
+        expected = set(DECODER_INPUTS) | past
+        if names != expected:
+            raise BundleError(
+                f"decoder.onnx inputs {sorted(names)} differ from BUNDLE.md's {sorted(expected)}"
+            )
+
+    def encode_images(self, batch: VisionBatch) -> np.ndarray:
+        feeds = {
+            "pixel_values": batch.pixel_values.astype(self.dtype, copy=False),
+            "pos_grid": batch.pos_grid,
+            "rotary_pos": batch.rotary_pos,
+            "attention_bias": batch.attention_bias,
+        }
+        return self.vision.run(["image_embeds"], feeds)[0]
+
+    def decode(self, step: DecoderStep, cache: KVCache) -> np.ndarray:
+        binding = self.decoder.io_binding()
+        inputs = {
+            "inputs_embeds": np.ascontiguousarray(step.inputs_embeds, dtype=self.dtype),
+            "position_ids": np.ascontiguousarray(step.position_ids, dtype=np.int64),
+            "attention_bias": np.ascontiguousarray(step.attention_bias, dtype=np.float32),
+            "logits_index": np.ascontiguousarray(step.logits_index, dtype=np.int64),
+        }
+        for name, array in inputs.items():
+            _bind(binding.bind_input, name, array)
+        for layer in range(self.num_layers):
+            keys, values = cache.rows_view(layer, step.first_row, step.batch)
+            _bind(binding.bind_input, f"past_key_{layer}", keys)
+            _bind(binding.bind_input, f"past_value_{layer}", values)
+        if step.batch > len(self._logits) or step.batch * step.seq > self._max_step_tokens:
+            return self._run_unbuffered(binding, step, cache)
+        logits = self._logits[: step.batch]
+        _bind(binding.bind_output, "logits", logits)
+        presents = self._present_views(step, cache.layout.kv_heads, cache.layout.head_dim)
+        for layer, (keys, values) in enumerate(presents):
+            _bind(binding.bind_output, f"present_key_{layer}", keys)
+            _bind(binding.bind_output, f"present_value_{layer}", values)
+        self.decoder.run_with_iobinding(binding)
+        for layer, (keys, values) in enumerate(presents):
+            cache.write(layer, step.first_row, step.starts, step.counts, keys, values)
+        return logits
+
+    def _present_views(self, step: DecoderStep, kv_heads: int, head_dim: int) -> list[tuple[np.ndarray, ...]]:
+        """Views of the reused buffers. # -> per layer 2 x [batch, kv_heads, seq, head_dim]"""
+        shape = (step.batch, kv_heads, step.seq, head_dim)
+        count = step.batch * kv_heads * step.seq * head_dim
+        return [(k[:count].reshape(shape), v[:count].reshape(shape)) for k, v in self._present]
+
+    def _run_unbuffered(self, binding, step: DecoderStep, cache: KVCache) -> np.ndarray:
+        """A step larger than the reused buffers: ONNX Runtime allocates the outputs."""
+        names = ["logits"] + [f"present_{kv}_{i}" for i in range(self.num_layers) for kv in ("key", "value")]
+        for name in names:
+            binding.bind_output(name, "cpu")
+        self.decoder.run_with_iobinding(binding)
+        outputs = dict(zip(names, binding.copy_outputs_to_cpu(), strict=True))
+        for layer in range(self.num_layers):
+            cache.write(layer, step.first_row, step.starts, step.counts,
+                        outputs[f"present_key_{layer}"], outputs[f"present_value_{layer}"])
+        return outputs["logits"]
+
+
+def _bind(bind, name: str, array: np.ndarray) -> None:
+    # The pointer must stay valid until the run ends: every bound array is owned by the caller
+    # (engine inputs, the cache, or this backend's buffers) for the whole step.
+    assert array.flags.c_contiguous, f"{name} must be C-contiguous to bind in place"
+    bind(name, "cpu", 0, array.dtype, list(array.shape), array.ctypes.data)

@@ -1,0 +1,48 @@
+"""`edgevlm quantize --mode int4` (weight-only, MatMulNBits) on the demo bundle, end to end."""
+
+import json
+from pathlib import Path
+
+import onnx
+import pytest
+
+from edgevlm.runtime.bundle import load_bundle
+
+pytestmark = pytest.mark.slow
+
+
+def test_decoder_matmuls_are_4_bit_blocks(int4_bundle: Path) -> None:
+    model = onnx.load(str(int4_bundle / "decoder.onnx"), load_external_data=False)
+    nbits = [n for n in model.graph.node if n.op_type == "MatMulNBits"]
+    assert nbits
+    for node in nbits:
+        attrs = {a.name: a.i for a in node.attribute}
+        assert attrs["bits"] == 4 and attrs["block_size"] == 32
+    q = json.loads((int4_bundle / "manifest.json").read_text())["quantization"]
+    assert q["graphs"]["decoder"]["quantized_linears"] == len(nbits)
+    assert q["graphs"]["decoder"]["kept_float"]["lm_head"]
+
+
+def test_vision_stays_fp32_and_every_file_checks(int4_bundle: Path, bundle_dir: Path) -> None:
+    bundle = load_bundle(int4_bundle, verify_sha256=True)
+    source = json.loads((bundle_dir / "manifest.json").read_text())["files"]
+    assert bundle.manifest["files"]["vision.onnx.data"]["sha256"] == source["vision.onnx.data"]["sha256"]
+    assert bundle.manifest["files"]["decoder.onnx.data"]["bytes"] < source["decoder.onnx.data"]["bytes"] / 3
+
+
+def test_accuracy_within_the_int4_budget(int4_bundle: Path, eval_limit: int) -> None:
+    q = json.loads((int4_bundle / "manifest.json").read_text())["quantization"]
+    assert (q["mode"], q["method"], q["format"]) == ("int4", "rtn", "matmulnbits")
+    assert q["accuracy"]["original"]["total"] == eval_limit
+    assert q["accuracy"]["passed"] and q["accuracy"]["drop_points"] <= 2.0
+
+
+def test_the_runtime_serves_it_without_flags(int4_bundle: Path) -> None:
+    from edgevlm.demo.questions import heldout_set
+    from edgevlm.runtime.demo_answers import answer_batch
+    from edgevlm.runtime.engine import Engine
+
+    engine = Engine.from_bundle(int4_bundle, max_batch=2)
+    answers = answer_batch(engine, heldout_set(2), max_new_tokens=32)
+    engine.close()
+    assert all(answers)
