@@ -16,8 +16,9 @@ MYPY_LINK := $(VENV)/mypy-path/edgevlm
 demo: $(STAMP)
 	$(BIN)/edgevlm serve --host $(HOST) --port $(PORT)
 
+# PYTEST_ARGS narrows a run: make test PYTEST_ARGS="tests/demo -k eval"
 test: $(STAMP) browser
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_ARGS)
 
 # Both linters always run; the target fails if either found something.
 lint: $(STAMP) $(MYPY_LINK)

@@ -51,15 +51,19 @@ class Generator:
         inputs = self.processor(text=[prompt], images=images or None, return_tensors="pt")
         streamer = TextIteratorStreamer(self.processor.tokenizer, skip_prompt=True)
         kwargs = dict(**inputs, max_new_tokens=max_tokens, do_sample=False, streamer=streamer)
+        counted: list[int] = []
         with self.lock:
-            worker = threading.Thread(target=self._generate, kwargs=kwargs)
+            worker = threading.Thread(target=self._generate, args=(kwargs, counted))
             worker.start()
             yield from streamer
             worker.join()
+        return counted[0] if counted else 0
 
-    def _generate(self, **kwargs) -> None:
+    def _generate(self, kwargs: dict, counted: list[int]) -> None:
+        """Generates, and records how many tokens were generated (the streamer yields text pieces)."""
         with self.torch.inference_mode():
-            self.model.generate(**kwargs)
+            output = self.model.generate(**kwargs)
+        counted.append(output.shape[1] - kwargs["input_ids"].shape[1])
 
 
 def handler_for(generator: Generator, model_name: str) -> type[BaseHTTPRequestHandler]:
@@ -92,10 +96,14 @@ def handler_for(generator: Generator, model_name: str) -> type[BaseHTTPRequestHa
             self.send_header("Content-Type", "text/event-stream")
             self.send_header("Connection", "close")
             self.end_headers()
-            tokens = 0
-            for text in generator.stream(body["messages"], int(body.get("max_tokens") or 64)):
+            pieces = generator.stream(body["messages"], int(body.get("max_tokens") or 64))
+            while True:
+                try:
+                    text = next(pieces)
+                except StopIteration as done:
+                    tokens = done.value
+                    break
                 if text:
-                    tokens += 1
                     self._event({"id": request_id, "choices": [{"index": 0, "delta": {"content": text}}]})
             usage = {"prompt_tokens": 0, "completion_tokens": tokens, "total_tokens": tokens}
             self._event({"id": request_id, "choices": [], "usage": usage, "created": int(time.time())})

@@ -53,7 +53,7 @@ def _panel(
 def plot_levels(results: Mapping[str, Sequence[Any]], path: Path) -> None:
     """2 x 2 panels against concurrency (log scale): p50/p95 latency, TTFT, tokens/s, error rate."""
     panels: list[tuple[str, Callable[[Any], float], bool]] = [
-        ("latency s (solid p50, dots p95)", lambda r: r.p50_latency_s, True),
+        ("p50 and p95 latency s", lambda r: r.p50_latency_s, True),
         ("mean TTFT s", lambda r: r.mean_ttft_s, False),
         ("generated tokens/s", lambda r: r.tokens_per_s, False),
         ("error rate", lambda r: r.error_rate, False),

@@ -8,9 +8,10 @@ from dataclasses import asdict, dataclass
 from PIL import Image, ImageDraw
 
 IMAGE_SIDE = 448
+# Words the demo tokenizer knows (so its 20-token prefix round-trips); any GLM tokenizer cuts it too.
 BASE_QUESTION = (
-    "Describe the image in detail: list every shape with its colour, its size and its position "
-    "from left to right, then count the shapes of each colour and say which one is largest."
+    "Describe the image. How many shapes are there? What colour is the circle? Where is the red square? "
+    "What shape is the blue one? Count the shapes. Which shape is green? Where is the yellow triangle?"
 )
 
 
@@ -52,6 +53,7 @@ def question_text(tokenizer, count: int) -> str:
     ids = tokenizer(BASE_QUESTION, add_special_tokens=False)["input_ids"]
     if len(ids) < count:
         raise ValueError(f"the base question has only {len(ids)} tokens with this tokenizer, {count} asked")
-    text = tokenizer.decode(ids[:count], skip_special_tokens=True)
-    assert len(tokenizer(text, add_special_tokens=False)["input_ids"]) == count
+    text = tokenizer.decode(ids[:count], skip_special_tokens=False)
+    if len(tokenizer(text, add_special_tokens=False)["input_ids"]) != count:
+        raise ValueError(f"the question's first {count} tokens do not re-tokenize to {count} tokens")
     return text

@@ -13,7 +13,7 @@ from typing import Any
 from edgevlm.errors import UserError
 
 EPILOG = """\
-Stages: prepare, calibrate, quantize, evaluate, gate, write. Calibration runs real samples through
+Stages: calibrate, prepare, quantize, evaluate, gate, write. Calibration runs real samples through
 the runtime (its preprocessing, the vision encoder, the decoder's prefill and first decode steps);
 by default the demo's synthetic scenes, or --calib-images (+ --calib-prompts). The gate scores the
 original and the quantized bundle on the same questions (as `edgevlm eval --bundle`); a larger drop

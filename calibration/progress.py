@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator
 from typing import TextIO
 
-STAGES: tuple[str, ...] = ("prepare", "calibrate", "quantize", "evaluate", "gate", "write")
+STAGES: tuple[str, ...] = ("calibrate", "prepare", "quantize", "evaluate", "gate", "write")
 
 
 class Progress:

@@ -143,7 +143,7 @@ def load_model(model_dir: Path, torch_dtype: Any) -> Any:
     bar_was_on = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        model, info = Glm4vForConditionalGeneration.from_pretrained(
+        loaded: Any = Glm4vForConditionalGeneration.from_pretrained(
             model_dir, dtype=torch_dtype, local_files_only=True, output_loading_info=True
         )
     except (SafetensorError, OSError, ValueError) as exc:
@@ -151,6 +151,7 @@ def load_model(model_dir: Path, torch_dtype: Any) -> Any:
     finally:
         if bar_was_on:
             hf_logging.enable_progress_bar()
+    model, info = loaded
     missing = sorted(info.get("missing_keys") or [])
     if missing:
         shown = ", ".join(missing[:3]) + (" ..." if len(missing) > 3 else "")

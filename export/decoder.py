@@ -70,7 +70,18 @@ def mrope_axes(mrope_section: list[int], rotary_dim: int) -> torch.Tensor:
 class Decoder(nn.Module):
     """One step (prefill chunk or decode) of the KV-cached language model."""
 
-    def __init__(self, model: nn.Module) -> None:
+    layers: Any  # transformers' Glm4vTextDecoderLayer list
+    norm: Any
+    lm_head: Any
+    eps: float
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    rotary_dim: int
+    rotary_axes: torch.Tensor
+    inv_freq: torch.Tensor
+
+    def __init__(self, model: Any) -> None:
         super().__init__()
         text = model.model.language_model
         config = text.config
@@ -159,7 +170,7 @@ class Decoder(nn.Module):
 
     def layer(
         self,
-        layer: nn.Module,
+        layer: Any,
         h: torch.Tensor,
         cos: torch.Tensor,
         sin: torch.Tensor,
@@ -178,7 +189,7 @@ class Decoder(nn.Module):
 
     def attention(
         self,
-        attn: nn.Module,
+        attn: Any,
         x: torch.Tensor,
         cos: torch.Tensor,
         sin: torch.Tensor,

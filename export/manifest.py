@@ -103,10 +103,12 @@ def _as_list(value: Any) -> list[int]:
 
 
 def token_ids(config: Any, generation: Mapping[str, Any], vocab: Mapping[str, int]) -> dict[str, Any]:
-    """Special token ids: image/video from the config, box from the tokenizer, EOS from the
-    generation config (falling back to the config)."""
+    """Special token ids: image/video from the config, box from the tokenizer, EOS and pad from the
+    generation config (falling back to the text config; pad then to the first EOS)."""
     eos = _as_list(generation.get("eos_token_id")) or _as_list(getattr(config.text_config, "eos_token_id", None))
     pad = generation.get("pad_token_id", getattr(config.text_config, "pad_token_id", None))
+    if pad is None and eos:
+        pad = eos[0]  # padding is always masked out; any real id serves
     return {
         "image_token_id": config.image_token_id,
         "image_start_token_id": config.image_start_token_id,

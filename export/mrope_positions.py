@@ -27,7 +27,7 @@ def mrope_position_ids(
     `image_grid_thw` [num_images, 3] lists the prompt's images in order; each image occupies
     t * (h / merge) * (w / merge) consecutive `image_token_id` tokens."""
     tokens = np.asarray(token_ids, dtype=np.int64).reshape(-1)
-    grids = [] if image_grid_thw is None else [tuple(int(v) for v in g) for g in np.asarray(image_grid_thw)]
+    grids = [] if image_grid_thw is None else [(int(t), int(h), int(w)) for t, h, w in np.asarray(image_grid_thw)]
     parts: list[np.ndarray] = []
     position, i, image = 0, 0, 0
     while i < len(tokens):

@@ -91,7 +91,8 @@ def name_dims(model: Any, axes: Axes) -> None:
     for value in all_values:
         if value.shape is None:
             continue
-        dims = [renames.get(d.value, d.value) if isinstance(d, ir.SymbolicDim) else d for d in value.shape]
+        dims = [renames.get(d.value, d.value) if isinstance(d, ir.SymbolicDim) and d.value else d
+                for d in value.shape]
         value.shape = ir.Shape([ir.SymbolicDim(d) if isinstance(d, str) or d is None else d for d in dims])
 
 

@@ -32,5 +32,10 @@ class ExportOptions:
             raise ValueError(f"max_batch must be >= 1, got {self.max_batch}")
         if self.max_seq_len is not None and self.max_seq_len < 2:
             raise ValueError(f"max_seq_len must be >= 2, got {self.max_seq_len}")
+        if self.dtype == "bf16" and self.validate:
+            raise ValueError(
+                "dtype bf16 cannot be validated on ONNX Runtime CPU (it has no bfloat16 MatMul kernels): "
+                "pass --skip-validate"
+            )
         if self.opset < MIN_OPSET:
             raise ValueError(f"opset must be >= {MIN_OPSET} (bicubic GridSample), got {self.opset}")

@@ -11,9 +11,10 @@ as the two greedy decodes being token-identical. Errors: max abs over all values
 max abs / max |reference| (element-wise relative error is meaningless near zero).
 
 Reduced precision: ONNX Runtime runs fp16 graphs on CPU (it casts around the few ops without
-fp16 kernels), but fp16 rounding differs from float32, so fp16/bf16 exports get a looser
-`rel` budget, and a greedy step may pick another token only where the reference itself is within
-that budget (a near-tie no precision can settle). fp32 allows no near-ties.
+fp16 kernels), but fp16 rounding differs from float32, so fp16 exports get a looser `rel` budget,
+and a greedy step may pick another token only where the reference itself is within that budget
+(a near-tie no precision can settle). fp32 allows no near-ties. ONNX Runtime CPU has no bfloat16
+MatMul, so bf16 bundles are exported only with validation skipped (ExportOptions enforces it).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from edgevlm.export.mrope_positions import mrope_position_ids
 from edgevlm.export.vision_inputs import vision_inputs
 
 GREEDY_TOKENS = 32
-TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "bf16": 4e-2}
+TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2}
 PARITY_SEED = 7  # the demo scene and question used by the gate
 
 

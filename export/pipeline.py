@@ -106,9 +106,11 @@ def run_export(options: ExportOptions, progress: Progress | None = None) -> Expo
     check_output(options.out_dir, options.force)
     resolve_max_seq_len(options, info)
     with staged_output(options.out_dir, options.force) as staging:
+        # load
         with progress.stage("load", f"{info.path} as {options.dtype}"):
             model = load_model(info.path, torch_dtype(options.dtype))
             processor = load_processor(info.path)
+        # trace, convert, optimise: one graph at a time
         graph_stats = {
             "vision": export_graph("vision", VisionEncoder(model.model.visual), staging, options, progress),
             "decoder": export_graph("decoder", Decoder(model), staging, options, progress),
@@ -116,6 +118,7 @@ def run_export(options: ExportOptions, progress: Progress | None = None) -> Expo
         embed = assets.write_embed_tokens(model.model.language_model.embed_tokens.weight, staging)
         copied = assets.copy_assets(info.path, staging)
         bundle = build_manifest(options, info, model.config, processor, staging, embed)
+        # validate: the torch reference, then torch is freed, then ONNX Runtime
         reference = inputs = None
         if options.validate:
             with progress.stage("validate", "PyTorch reference (float32, HF forward + DynamicCache)"):
@@ -130,6 +133,7 @@ def run_export(options: ExportOptions, progress: Progress | None = None) -> Expo
             progress.note(_summary(report))
             parity.check_parity(report)
             bundle["validation"] = report.as_manifest()
+        # write: hashes, statistics, manifest; staged_output renames the folder into place
         bundle["files"] = manifest.file_entries(staging, [*GRAPH_FILES.values(), *_data_files(staging),
                                                            embed["file"], *copied])
         bundle["export"] = {

@@ -42,7 +42,15 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 class VisionEncoder(nn.Module):
     """Flattened patches of one or more images -> merged image-token embeddings."""
 
-    def __init__(self, visual: nn.Module) -> None:
+    visual: Any  # transformers' Glm4vVisionModel
+    num_heads: int
+    head_dim: int
+    merge: int
+    eps: float
+    patch_dim: int
+    table_side: int
+
+    def __init__(self, visual: Any) -> None:
         super().__init__()
         config = visual.config
         self.visual = visual
@@ -116,14 +124,14 @@ class VisionEncoder(nn.Module):
         return angles.cos(), angles.sin()
 
     def block(
-        self, block: nn.Module, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, bias: torch.Tensor
+        self, block: Any, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, bias: torch.Tensor
     ) -> torch.Tensor:
         # h: [patches, hidden]
         h = h + self.attention(block.attn, rms_norm(h, block.norm1.weight, self.eps), cos, sin, bias)
         return h + block.mlp(rms_norm(h, block.norm2.weight, self.eps))
 
     def attention(
-        self, attn: nn.Module, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, bias: torch.Tensor
+        self, attn: Any, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, bias: torch.Tensor
     ) -> torch.Tensor:
         # x: [patches, hidden]; q, k, v: [patches, heads, head_dim] -> [heads, patches, head_dim]
         qkv = attn.qkv(x).view(-1, 3, self.num_heads, self.head_dim)

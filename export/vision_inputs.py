@@ -37,10 +37,10 @@ def merge_block_coords(h: int, w: int, merge_size: int) -> tuple[np.ndarray, np.
     """(h, w) coordinates of an h x w patch grid, listed in the processor's patch order: merge
     blocks in raster order, and the merge_size x merge_size patches of a block in raster order."""
     # hpos, wpos: [h * w]
-    hpos, wpos = np.meshgrid(np.arange(h, dtype=np.int64), np.arange(w, dtype=np.int64), indexing="ij")
+    hgrid, wgrid = np.meshgrid(np.arange(h, dtype=np.int64), np.arange(w, dtype=np.int64), indexing="ij")
     shape = (h // merge_size, merge_size, w // merge_size, merge_size)
-    hpos = hpos.reshape(shape).transpose(0, 2, 1, 3).reshape(-1)
-    wpos = wpos.reshape(shape).transpose(0, 2, 1, 3).reshape(-1)
+    hpos = hgrid.reshape(shape).transpose(0, 2, 1, 3).reshape(-1)
+    wpos = wgrid.reshape(shape).transpose(0, 2, 1, 3).reshape(-1)
     return hpos, wpos
 
 

@@ -13,7 +13,10 @@ class EngineLimits:
     max_kv_tokens: int | None = None  # the same budget counted in tokens (rows x max_seq_len)
     max_queue: int = 64  # waiting requests beyond the free rows; more -> EngineOverloaded
     max_prefill_tokens: int = 512  # padded prompt tokens per prefill step (the chunk size)
-    max_vision_patches: int = 4096  # patches per vision-encoder call (images are batched up to it)
+    # Patches per vision-encoder call (several images batch up to it). One call attends over all its
+    # patches (block-diagonal mask), so its attention memory and time grow with patches^2: 1024 is
+    # one 448x448 image, or several smaller ones.
+    max_vision_patches: int = 1024
     max_images: int = 8  # images per request
     image_cache_mb: float = 64.0  # image-embedding LRU cache; 0 disables it
     threads: int = 0  # ONNX Runtime intra-op threads; 0 = its default (physical cores)

@@ -47,8 +47,11 @@ class OnnxRuntimeBackend(Backend):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads
         options.log_severity_level = 3
-        self.vision = ort.InferenceSession(str(bundle.vision_file), options, providers=self.providers)
         self.decoder = ort.InferenceSession(str(bundle.decoder_file), options, providers=self.providers)
+        # Vision calls are rare and their buffers large and of varying size (patches^2 attention):
+        # without the arena they are returned to the system after each call instead of kept.
+        options.enable_cpu_mem_arena = False
+        self.vision = ort.InferenceSession(str(bundle.vision_file), options, providers=self.providers)
         self.dtype = bundle.dtype
         self.num_layers = bundle.architecture.num_layers
         self._check_decoder_io()

@@ -55,7 +55,7 @@ def test_the_runtime_serves_it_without_flags(int8_bundle: Path, bundle_dir: Path
         answers[name] = answer_batch(engine, samples, max_new_tokens=32)
         engine.close()
     assert all(answers["int8"])
-    assert sum(a == b for a, b in zip(answers["fp32"], answers["int8"], strict=True)) >= 3
+    assert sum(a == b for a, b in zip(answers["fp32"], answers["int8"], strict=True)) >= 2
 
 
 def test_reusing_the_calibration_cache_reproduces_the_graphs(

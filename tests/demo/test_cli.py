@@ -44,6 +44,33 @@ def test_eval_on_the_demo_model_reports_what_its_answers_score(demo_model_dir: P
     assert f"report: {report_path}" in result.stdout
 
 
+@pytest.mark.slow
+def test_eval_of_model_and_bundle_reports_their_agreement(
+    demo_model_dir: Path, demo_bundle: Path, tmp_path: Path
+) -> None:
+    report_path = tmp_path / "eval.json"
+    result = edgevlm(
+        "eval",
+        "--bundle",
+        str(demo_bundle),
+        "--model",
+        str(demo_model_dir),
+        "--limit",
+        "20",
+        "--report",
+        str(report_path),
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(report_path.read_text(encoding="utf-8"))
+    assert set(report["backends"]) == {"model", "bundle"}
+    questions = report["questions"]
+    same = sum(q["answers"]["model"] == q["answers"]["bundle"] for q in questions) / len(questions)
+    assert report["agreement"] == {"model_vs_bundle": pytest.approx(same)}
+    assert f"agreement model vs bundle: {same:.1%} identical answers" in result.stdout
+    # The export's parity gate holds logits to fp32 tolerance, so greedy answers should match.
+    assert same >= 0.9, [(q["answers"]["model"], q["answers"]["bundle"]) for q in questions]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -97,3 +97,8 @@ def test_skip_validate_is_recorded_and_force_replaces(capsys: pytest.CaptureFixt
                      "--max-seq-len", "512")
     assert code == 0, err
     assert json.loads((out / "manifest.json").read_text())["dtype"] == "fp32"
+
+
+def test_bf16_needs_skip_validate(capsys: pytest.CaptureFixture[str], checkpoint: Path, tmp_path: Path) -> None:
+    err = _refused(capsys, tmp_path / "out", "--model", str(checkpoint), "--dtype", "bf16")
+    assert "no bfloat16 MatMul kernels" in err and "--skip-validate" in err

@@ -20,10 +20,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 @pytest.fixture(scope="session")
 def checkpoint_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The trained demo model when present (its answers have clear margins, so greedy comparisons
-    are meaningful); otherwise a random-weight demo checkpoint."""
+    """$EDGEVLM_TEST_CHECKPOINT, else the demo model when present (trained, its answers have clear
+    margins, so greedy comparisons are meaningful), else a random-weight demo checkpoint."""
     from edgevlm.demo.checkpoint import DEMO_DIR, new_model, save_checkpoint
 
+    if os.environ.get("EDGEVLM_TEST_CHECKPOINT"):
+        return Path(os.environ["EDGEVLM_TEST_CHECKPOINT"])
     if (DEMO_DIR / "model.safetensors").is_file():
         return DEMO_DIR
     out = tmp_path_factory.mktemp("checkpoint") / "demo"

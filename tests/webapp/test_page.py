@@ -47,8 +47,10 @@ def sse(*texts: str) -> str:
     return body + "data: [DONE]\n\n"
 
 
-def test_colour_in_english_then_count_in_chinese(page: Page, web_server, tmp_path, artifacts, trained_demo):
-    colour = make_sample(21, "colour", "en")
+def test_colour_in_english_then_count_in_chinese(
+    page: Page, web_server, tmp_path, artifacts, trained_demo, known_correct
+):
+    colour = known_correct("colour", "en")
     upload_scene(page, colour, tmp_path)
     page.screenshot(path=artifacts / "01-image-loaded.png")
     first = ask(page, colour.question)
@@ -56,7 +58,7 @@ def test_colour_in_english_then_count_in_chinese(page: Page, web_server, tmp_pat
     assert first and re.search(r"first token \d+ ms", meta) and "tokens/s" in meta
     page.click("#lang-toggle")
     expect(page.locator("#send")).to_have_text("发送")
-    count = make_sample(22, "count", "zh")
+    count = known_correct("count", "zh")
     upload_scene(page, count, tmp_path)
     assert page.locator(".msg").count() == 0  # a new image starts a new conversation
     second = ask(page, count.question)
@@ -68,8 +70,8 @@ def test_colour_in_english_then_count_in_chinese(page: Page, web_server, tmp_pat
     assert is_correct(count, second), (count.question, count.answer, second)
 
 
-def test_where_question_draws_box_over_the_shape(page: Page, tmp_path, artifacts, trained_demo):
-    sample = make_sample(23, "box", "en")
+def test_where_question_draws_box_over_the_shape(page: Page, tmp_path, artifacts, trained_demo, known_correct):
+    sample = known_correct("box", "en")
     upload_scene(page, sample, tmp_path)
     answer = ask(page, sample.question)
     page.screenshot(path=artifacts / "03-box-answer.png")
