@@ -7,11 +7,13 @@ import json
 import logging
 import os
 import signal
+import sys
 from pathlib import Path
 
 from edgevlm.errors import UserError
 
 API_KEY_ENV = "EDGEVLM_API_KEY"
+BUNDLE_ENV = "EDGEVLM_BUNDLE"
 DEMO_MODEL_NAME = "edgevlm-demo"
 
 
@@ -22,7 +24,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Serve a bundle (default: the demo model, exported on first use) with an "
         "OpenAI-compatible API (/v1/chat/completions), /vqa, /metrics, /health, /ready and a web page at /.",
     )
-    p.add_argument("--bundle", type=Path, help="bundle folder from `edgevlm export` (default: the demo model)")
+    p.add_argument(
+        "--bundle",
+        type=Path,
+        default=Path(os.environ[BUNDLE_ENV]) if os.environ.get(BUNDLE_ENV) else None,
+        help=f"bundle folder from `edgevlm export` (or set {BUNDLE_ENV}; default: the demo model)",
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
     p.add_argument("--api-key", help=f"require 'Authorization: Bearer KEY' (or set {API_KEY_ENV})")
@@ -97,6 +104,10 @@ def _drained(signum: int, frame: object) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # transformers imports torch whenever it is installed (for its config helpers); the serving
+    # process needs only the tokenizer and the numpy image processor, so hide torch from it (as if
+    # not installed: ~1 GB less memory). The one-time demo export runs in its own process.
+    sys.modules.setdefault("torch", None)  # type: ignore[arg-type]
     import uvicorn
 
     from edgevlm.server.app import create_app

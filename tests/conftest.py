@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -27,3 +30,17 @@ def known_correct() -> Callable[[str, str, int], Sample]:
         return matches[nth]
 
     return pick
+
+
+# Serving tests share one export of the demo model, cached until its weights or the exporter change.
+BUNDLE_CACHE = Path(tempfile.gettempdir()) / "edgevlm-test" / "demo-bundle"
+
+
+@pytest.fixture(scope="session")
+def demo_bundle() -> Path:
+    """The demo model exported once ($EDGEVLM_TEST_BUNDLE overrides)."""
+    from edgevlm.server.demo_bundle import ensure_demo_bundle
+
+    if os.environ.get("EDGEVLM_TEST_BUNDLE"):
+        return Path(os.environ["EDGEVLM_TEST_BUNDLE"])
+    return ensure_demo_bundle(BUNDLE_CACHE)

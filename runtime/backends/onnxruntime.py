@@ -9,6 +9,9 @@ zero-copy; device-resident caches are the TensorRT backend's job, BUNDLE.md).
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from typing import Any
+
 import numpy as np
 
 from edgevlm.runtime.backends.base import Backend, DecoderStep, VisionBatch
@@ -19,6 +22,7 @@ DEVICES = ("cpu", "cuda", "tensorrt", "auto")
 GPU_PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 REQUIRED = {"cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
 DECODER_INPUTS = ("inputs_embeds", "position_ids", "attention_bias", "logits_index")
+MAX_BINDINGS = 64  # reusable IO bindings kept (one per step shape, least recently used dropped)
 
 
 def select_providers(device: str, available: list[str]) -> list[str]:
@@ -62,6 +66,7 @@ class OnnxRuntimeBackend(Backend):
         size = self._max_step_tokens * arch.num_kv_heads * arch.head_dim
         self._present = [(np.empty(size, self.dtype), np.empty(size, self.dtype))
                          for _ in range(self.num_layers)]
+        self._bindings: OrderedDict[tuple[int, ...], tuple[Any, list[tuple[np.ndarray, np.ndarray]]]] = OrderedDict()
 
     def _check_decoder_io(self) -> None:
         names = {i.name for i in self.decoder.get_inputs()}
@@ -82,40 +87,60 @@ class OnnxRuntimeBackend(Backend):
         return self.vision.run(["image_embeds"], feeds)[0]
 
     def decode(self, step: DecoderStep, cache: KVCache) -> np.ndarray:
+        if step.batch > len(self._logits) or step.batch * step.seq > self._max_step_tokens:
+            return self._run_unbuffered(step, cache)
+        binding, presents = self._binding(step, cache)
+        self._bind_inputs(binding, step)
+        self.decoder.run_with_iobinding(binding)
+        for layer, (keys, values) in enumerate(presents):
+            cache.write(layer, step.first_row, step.starts, step.counts, keys, values)
+        return self._logits[: step.batch]
+
+    def _bind_inputs(self, binding, step: DecoderStep) -> None:
+        """The step's own inputs (the caller keeps the DecoderStep, so the arrays outlive the run)."""
+        _bind(binding.bind_input, "inputs_embeds", _as(step.inputs_embeds, self.dtype))
+        _bind(binding.bind_input, "position_ids", _as(step.position_ids, np.dtype(np.int64)))
+        _bind(binding.bind_input, "attention_bias", _as(step.attention_bias, np.dtype(np.float32)))
+        _bind(binding.bind_input, "logits_index", _as(step.logits_index, np.dtype(np.int64)))
+
+    def _binding(self, step: DecoderStep, cache: KVCache) -> tuple[Any, list[tuple[np.ndarray, np.ndarray]]]:
+        """An IO binding with the cache rows and the output buffers of this step's shape bound.
+        Rule: those pointers depend only on (cache, first_row, batch, seq), so a binding is made
+        once per shape and reused; decode steps repeat one shape, and then only the four small
+        inputs are rebound per step (binding 2 x layers cache tensors costs more than a tiny step)."""
+        key = (id(cache), step.first_row, step.batch, step.seq)
+        if key in self._bindings:
+            self._bindings.move_to_end(key)
+            return self._bindings[key]
         binding = self.decoder.io_binding()
-        inputs = {
-            "inputs_embeds": np.ascontiguousarray(step.inputs_embeds, dtype=self.dtype),
-            "position_ids": np.ascontiguousarray(step.position_ids, dtype=np.int64),
-            "attention_bias": np.ascontiguousarray(step.attention_bias, dtype=np.float32),
-            "logits_index": np.ascontiguousarray(step.logits_index, dtype=np.int64),
-        }
-        for name, array in inputs.items():
-            _bind(binding.bind_input, name, array)
         for layer in range(self.num_layers):
             keys, values = cache.rows_view(layer, step.first_row, step.batch)
             _bind(binding.bind_input, f"past_key_{layer}", keys)
             _bind(binding.bind_input, f"past_value_{layer}", values)
-        if step.batch > len(self._logits) or step.batch * step.seq > self._max_step_tokens:
-            return self._run_unbuffered(binding, step, cache)
-        logits = self._logits[: step.batch]
-        _bind(binding.bind_output, "logits", logits)
+        _bind(binding.bind_output, "logits", self._logits[: step.batch])
         presents = self._present_views(step, cache.layout.kv_heads, cache.layout.head_dim)
         for layer, (keys, values) in enumerate(presents):
             _bind(binding.bind_output, f"present_key_{layer}", keys)
             _bind(binding.bind_output, f"present_value_{layer}", values)
-        self.decoder.run_with_iobinding(binding)
-        for layer, (keys, values) in enumerate(presents):
-            cache.write(layer, step.first_row, step.starts, step.counts, keys, values)
-        return logits
+        self._bindings[key] = (binding, presents)
+        if len(self._bindings) > MAX_BINDINGS:
+            self._bindings.popitem(last=False)
+        return binding, presents
 
-    def _present_views(self, step: DecoderStep, kv_heads: int, head_dim: int) -> list[tuple[np.ndarray, ...]]:
+    def _present_views(self, step: DecoderStep, kv_heads: int, head_dim: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """Views of the reused buffers. # -> per layer 2 x [batch, kv_heads, seq, head_dim]"""
         shape = (step.batch, kv_heads, step.seq, head_dim)
         count = step.batch * kv_heads * step.seq * head_dim
         return [(k[:count].reshape(shape), v[:count].reshape(shape)) for k, v in self._present]
 
-    def _run_unbuffered(self, binding, step: DecoderStep, cache: KVCache) -> np.ndarray:
+    def _run_unbuffered(self, step: DecoderStep, cache: KVCache) -> np.ndarray:
         """A step larger than the reused buffers: ONNX Runtime allocates the outputs."""
+        binding = self.decoder.io_binding()
+        self._bind_inputs(binding, step)
+        for layer in range(self.num_layers):
+            keys, values = cache.rows_view(layer, step.first_row, step.batch)
+            _bind(binding.bind_input, f"past_key_{layer}", keys)
+            _bind(binding.bind_input, f"past_value_{layer}", values)
         names = ["logits"] + [f"present_{kv}_{i}" for i in range(self.num_layers) for kv in ("key", "value")]
         for name in names:
             binding.bind_output(name, "cpu")
@@ -125,6 +150,11 @@ class OnnxRuntimeBackend(Backend):
             cache.write(layer, step.first_row, step.starts, step.counts,
                         outputs[f"present_key_{layer}"], outputs[f"present_value_{layer}"])
         return outputs["logits"]
+
+
+def _as(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """The array itself when it already has the dtype and C layout (the usual case), else a copy."""
+    return np.ascontiguousarray(array, dtype=dtype)
 
 
 def _bind(bind, name: str, array: np.ndarray) -> None:

@@ -43,8 +43,9 @@ class Replica:
 
     def start(self) -> None:
         command = [sys.executable, "-m", "edgevlm.cli", "serve", "--bundle", str(self.bundle),
-                   "--host", "127.0.0.1", "--port", str(self.port)]
-        self.process = subprocess.Popen(command, stdout=self.log.open("ab"), stderr=subprocess.STDOUT)
+                   "--host", "127.0.0.1", "--port", str(self.port), "--model-name", "edgevlm"]
+        with self.log.open("ab") as log:  # the child keeps its own copy of the descriptor
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout
@@ -102,8 +103,9 @@ def cluster(demo_bundle: Path, tmp_path: Path) -> Iterator[tuple[str, list[Repli
         for replica in replicas:
             replica.wait_ready()
         subprocess.run([NGINX, "-t", "-c", str(config), "-p", str(tmp_path)], check=True, capture_output=True)
-        nginx = subprocess.Popen([NGINX, "-c", str(config), "-p", str(tmp_path)],
-                                 stdout=subprocess.DEVNULL, stderr=(tmp_path / "nginx.out").open("wb"))
+        with (tmp_path / "nginx.out").open("wb") as out:
+            nginx = subprocess.Popen([NGINX, "-c", str(config), "-p", str(tmp_path)],
+                                     stdout=subprocess.DEVNULL, stderr=out)
         _wait_port(port)
         yield f"http://127.0.0.1:{port}", replicas
     finally:

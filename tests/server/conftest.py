@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -31,7 +29,6 @@ from edgevlm.runtime.types import (
 )
 from edgevlm.server.app import create_app
 from edgevlm.server.config import ServerConfig
-from edgevlm.server.demo_bundle import ensure_demo_bundle
 
 TOKENS_PER_IMAGE = 64
 
@@ -198,15 +195,6 @@ def fake_server() -> Callable[..., AbstractContextManager[tuple[str, FakeEngine]
 
 
 # --- the real stack: demo bundle + `edgevlm serve` subprocess ---------------------------------------
-BUNDLE_CACHE = Path(tempfile.gettempdir()) / "edgevlm-test" / "demo-bundle"
-
-
-@pytest.fixture(scope="session")
-def demo_bundle() -> Path:
-    """The demo model exported once (cached across sessions until its weights or the exporter change)."""
-    if os.environ.get("EDGEVLM_TEST_BUNDLE"):
-        return Path(os.environ["EDGEVLM_TEST_BUNDLE"])
-    return ensure_demo_bundle(BUNDLE_CACHE)
 
 
 def free_port() -> int:

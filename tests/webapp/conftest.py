@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,18 +13,8 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from edgevlm.server.demo_bundle import ensure_demo_bundle
-
 CHROMIUM = Path("/usr/bin/chromium")
-BUNDLE_CACHE = Path(tempfile.gettempdir()) / "edgevlm-test" / "demo-bundle"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "webapp"
-
-
-@pytest.fixture(scope="session")
-def demo_bundle() -> Path:
-    if os.environ.get("EDGEVLM_TEST_BUNDLE"):
-        return Path(os.environ["EDGEVLM_TEST_BUNDLE"])
-    return ensure_demo_bundle(BUNDLE_CACHE)
 
 
 def free_port() -> int:
