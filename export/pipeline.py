@@ -1,9 +1,9 @@
 """checkpoint -> bundle: load, trace, convert, optimise, validate, then one atomic rename.
 
-Memory: the model is loaded once in the export dtype and the graphs reuse its tensors; each graph's
-exporter objects are dropped once its file is written. For validation the same weights are widened
-to float32 in place (the reference), and the torch model is freed before ONNX Runtime loads the
-bundle, so torch and ONNX Runtime never hold the weights at the same time.
+Memory: the model is loaded once (memory-mapped) in the export dtype and the graphs reuse its
+tensors; each graph's exporter objects are dropped once its file is written. The float32 reference
+computes on those same stored weights (`reference.py`), and the torch model is freed before ONNX
+Runtime loads the bundle, so torch and ONNX Runtime never hold the weights at the same time.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from edgevlm.export import assets, manifest, onnx_export, parity
 from edgevlm.export.checkpoint import CheckpointInfo, inspect_checkpoint, load_model
 from edgevlm.export.options import ExportOptions
 from edgevlm.export.progress import Progress
+from edgevlm.export.reference import float32_reference
 from edgevlm.export.staging import check_output, staged_output
 
 GRAPH_FILES = {"vision": "vision.onnx", "decoder": "decoder.onnx"}
@@ -60,6 +61,8 @@ def export_graph(name: str, module: Any, staging: Path, options: ExportOptions, 
         del program
     with progress.stage("optimise", f"{name} graph -> {GRAPH_FILES[name]}"):
         stats = onnx_export.optimise_and_save(onnx_program, module.axes(), staging / GRAPH_FILES[name])
+        del onnx_program
+        gc.collect()  # the exporter's objects hold the weights (and maps of the written file) in cycles
     mib = stats.initializer_bytes / 2**20
     progress.note(f"{stats.nodes_before_optimise} -> {stats.nodes} nodes, {mib:.1f} MiB weights")
     return {"nodes_before_optimise": stats.nodes_before_optimise, "nodes": stats.nodes,
@@ -123,7 +126,7 @@ def run_export(options: ExportOptions, progress: Progress | None = None) -> Expo
         if options.validate:
             with progress.stage("validate", "PyTorch reference (float32, HF forward + DynamicCache)"):
                 inputs = parity.parity_inputs(processor)
-                reference = parity.torch_reference(model.float(), inputs)
+                reference = parity.torch_reference(float32_reference(model), inputs)
         del model  # torch's weights go before ONNX Runtime loads the bundle's
         gc.collect()
         if reference is not None and inputs is not None:

@@ -198,22 +198,45 @@ class KVCache:
 
     def write(self, layer: int, first_row: int, starts: np.ndarray, counts: np.ndarray,
               new_keys: np.ndarray, new_values: np.ndarray) -> None:
-        """Store the step's new K/V at each row's own length.
+        """Store one layer's new K/V at each row's own length.
         # new_keys, new_values: [batch, kv_heads, seq, head_dim]; starts, counts: [batch]"""
-        keys, values = self.keys[layer], self.values[layer]
-        batch = new_keys.shape[0]
-        if new_keys.shape[2] == 1 and bool(np.all(counts == 1)):
-            # Decode: one token per row, one fancy-indexed store per array.
-            rows = np.arange(first_row, first_row + batch)
-            keys[rows, :, starts] = new_keys[:, :, 0]
-            values[rows, :, starts] = new_values[:, :, 0]
-            return
-        for b in range(batch):
+        where = _decode_where(first_row, starts, counts, new_keys.shape[2])
+        if where is None:
+            self._write_rows(layer, first_row, starts, counts, new_keys, new_values)
+        else:
+            self.keys[layer][where] = new_keys[:, :, 0]
+            self.values[layer][where] = new_values[:, :, 0]
+
+    def write_all(self, first_row: int, starts: np.ndarray, counts: np.ndarray,
+                  new: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        """Store a step's new K/V of every layer (new[layer] = (keys, values)) at each row's length."""
+        where = _decode_where(first_row, starts, counts, new[0][0].shape[2])
+        for layer, (keys, values) in enumerate(new):
+            if where is None:
+                self._write_rows(layer, first_row, starts, counts, keys, values)
+            else:
+                self.keys[layer][where] = keys[:, :, 0]
+                self.values[layer][where] = values[:, :, 0]
+
+    def _write_rows(self, layer: int, first_row: int, starts: np.ndarray, counts: np.ndarray,
+                    new_keys: np.ndarray, new_values: np.ndarray) -> None:
+        for b in range(len(starts)):
             start, count = int(starts[b]), int(counts[b])
-            keys[first_row + b, :, start : start + count] = new_keys[b, :, :count]
-            values[first_row + b, :, start : start + count] = new_values[b, :, :count]
+            self.keys[layer][first_row + b, :, start : start + count] = new_keys[b, :, :count]
+            self.values[layer][first_row + b, :, start : start + count] = new_values[b, :, :count]
 
     def rows_view(self, layer: int, first_row: int, count: int) -> tuple[np.ndarray, np.ndarray]:
         """The contiguous block of rows a step binds. # -> 2 x [count, kv_heads, max_len, head_dim]"""
         rows = slice(first_row, first_row + count)
         return self.keys[layer][rows], self.values[layer][rows]
+
+
+def _decode_where(first_row: int, starts: np.ndarray, counts: np.ndarray, seq: int) -> tuple | None:
+    """Index of a decode step's single new token per row in a cache array (None: not a decode
+    step). A plain slice when every row has the same length, else fancy indices (rows, starts)."""
+    if seq != 1 or not bool(np.all(counts == 1)):
+        return None
+    rows = slice(first_row, first_row + len(starts))
+    if bool(np.all(starts == starts[0])):
+        return rows, slice(None), int(starts[0])
+    return np.arange(rows.start, rows.stop), slice(None), starts

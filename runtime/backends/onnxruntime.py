@@ -90,18 +90,24 @@ class OnnxRuntimeBackend(Backend):
         if step.batch > len(self._logits) or step.batch * step.seq > self._max_step_tokens:
             return self._run_unbuffered(step, cache)
         binding, presents = self._binding(step, cache)
-        self._bind_inputs(binding, step)
+        bound = self._bind_inputs(binding, step)
         self.decoder.run_with_iobinding(binding)
-        for layer, (keys, values) in enumerate(presents):
-            cache.write(layer, step.first_row, step.starts, step.counts, keys, values)
+        del bound
+        cache.write_all(step.first_row, step.starts, step.counts, presents)
         return self._logits[: step.batch]
 
-    def _bind_inputs(self, binding, step: DecoderStep) -> None:
-        """The step's own inputs (the caller keeps the DecoderStep, so the arrays outlive the run)."""
-        _bind(binding.bind_input, "inputs_embeds", _as(step.inputs_embeds, self.dtype))
-        _bind(binding.bind_input, "position_ids", _as(step.position_ids, np.dtype(np.int64)))
-        _bind(binding.bind_input, "attention_bias", _as(step.attention_bias, np.dtype(np.float32)))
-        _bind(binding.bind_input, "logits_index", _as(step.logits_index, np.dtype(np.int64)))
+    def _bind_inputs(self, binding, step: DecoderStep) -> list[np.ndarray]:
+        """Bind the step's own inputs; returns the bound arrays, which the caller keeps alive until
+        the run ends (a dtype conversion would otherwise free its copy under ONNX Runtime)."""
+        arrays = [
+            _as(step.inputs_embeds, self.dtype),
+            _as(step.position_ids, np.dtype(np.int64)),
+            _as(step.attention_bias, np.dtype(np.float32)),
+            _as(step.logits_index, np.dtype(np.int64)),
+        ]
+        for name, array in zip(DECODER_INPUTS, arrays, strict=True):
+            _bind(binding.bind_input, name, array)
+        return arrays
 
     def _binding(self, step: DecoderStep, cache: KVCache) -> tuple[Any, list[tuple[np.ndarray, np.ndarray]]]:
         """An IO binding with the cache rows and the output buffers of this step's shape bound.
@@ -136,7 +142,7 @@ class OnnxRuntimeBackend(Backend):
     def _run_unbuffered(self, step: DecoderStep, cache: KVCache) -> np.ndarray:
         """A step larger than the reused buffers: ONNX Runtime allocates the outputs."""
         binding = self.decoder.io_binding()
-        self._bind_inputs(binding, step)
+        bound = self._bind_inputs(binding, step)
         for layer in range(self.num_layers):
             keys, values = cache.rows_view(layer, step.first_row, step.batch)
             _bind(binding.bind_input, f"past_key_{layer}", keys)
@@ -145,10 +151,10 @@ class OnnxRuntimeBackend(Backend):
         for name in names:
             binding.bind_output(name, "cpu")
         self.decoder.run_with_iobinding(binding)
+        del bound
         outputs = dict(zip(names, binding.copy_outputs_to_cpu(), strict=True))
-        for layer in range(self.num_layers):
-            cache.write(layer, step.first_row, step.starts, step.counts,
-                        outputs[f"present_key_{layer}"], outputs[f"present_value_{layer}"])
+        presents = [(outputs[f"present_key_{i}"], outputs[f"present_value_{i}"]) for i in range(self.num_layers)]
+        cache.write_all(step.first_row, step.starts, step.counts, presents)
         return outputs["logits"]
 
 

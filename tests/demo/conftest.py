@@ -29,13 +29,3 @@ def demo_model_dir() -> Path:
     if not (DEMO_DIR / "config.json").is_file():
         pytest.fail(f"the demo model is missing: {DEMO_DIR} (train it with python -m edgevlm.demo.train)")
     return DEMO_DIR
-
-
-@pytest.fixture(scope="session")
-def demo_bundle(demo_model_dir: Path) -> Path:
-    """The demo model exported once; the same cache as the server tests' fixture, so one export serves both."""
-    import tempfile
-
-    from edgevlm.server.demo_bundle import ensure_demo_bundle
-
-    return ensure_demo_bundle(Path(tempfile.gettempdir()) / "edgevlm-test" / "demo-bundle")

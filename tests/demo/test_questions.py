@@ -266,24 +266,32 @@ def test_every_slice_of_ten_covers_all_types_in_one_language() -> None:
         }
 
 
-def test_heldout_scenes_are_disjoint_from_the_training_stream() -> None:
+def _content(sample: Sample) -> tuple:
+    scene = sample.scene
+    return (scene.width, scene.height, scene.background, scene.noise, scene.shapes)
+
+
+def test_heldout_scenes_are_disjoint_from_both_training_streams() -> None:
+    from edgevlm.demo.train import scene_questions
+
     heldout = heldout_set(600)
-    training = [sample_for_index(i) for i in range(20_000)]
-    # Scene seeds: a sample draws from seed * 101 + attempt (attempt < 100).
+    single = [sample_for_index(i) for i in range(10_000)]
+    grouped = [s for i in range(2_000) for s in scene_questions(i)]
+    # Held-out scenes draw from seed * 101 + attempt (attempt < 100) with seed >= HELDOUT_OFFSET;
+    # training from i * 101 + attempt (single questions) and 7 i + 3 (a scene's question group).
     assert min(s.scene.seed for s in heldout) >= HELDOUT_OFFSET * 101
-    assert max(s.scene.seed for s in training) < 20_000 * 101
-
-    def content(s: Sample) -> tuple:
-        return (s.scene.width, s.scene.height, s.scene.background, s.scene.noise, s.scene.shapes)
-
-    assert not {content(s) for s in heldout} & {content(s) for s in training}
+    assert max(s.scene.seed for s in single) < 10_000 * 101
+    assert {s.scene.seed for s in grouped} == {7 * i + 3 for i in range(2_000)}
+    heldout_content = {_content(s) for s in heldout}
+    assert not heldout_content & {_content(s) for s in single + grouped}
 
 
 def test_training_budgets_stay_far_below_the_heldout_seeds() -> None:
     from edgevlm.demo.train import parse_args
 
     config = parse_args(["--run", "unused"])
-    assert config.steps * config.batch_size * 100 < HELDOUT_OFFSET
+    scenes = config.steps * config.batch_size
+    assert max(scenes * 101, 7 * scenes + 3) * 100 < HELDOUT_OFFSET * 101
 
 
 class TestIsCorrect:

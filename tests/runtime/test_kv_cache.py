@@ -20,8 +20,7 @@ def fill(cache: KVCache, seq: str, start: int, count: int) -> None:
     code = float(ord(seq[0]))
     new = np.array([code * 100 + start + i for i in range(count)], np.float32)
     new = np.broadcast_to(new[None, None, :, None], (1, 1, count, 2)).copy()
-    for layer in range(cache.layout.num_layers):
-        cache.write(layer, row, np.array([start]), np.array([count]), new, -new)
+    cache.write_all(row, np.array([start]), np.array([count]), [(new, -new)] * cache.layout.num_layers)
     cache.table.advance(seq, count)
 
 
@@ -127,11 +126,25 @@ def test_rows_view_is_a_view() -> None:
     assert keys.shape == (2, 1, 8, 2)
 
 
-def test_decode_write_fast_path_matches_loop() -> None:
+@pytest.mark.parametrize("starts", [[0, 3, 5], [4, 4, 4]])
+def test_decode_writes_land_at_each_rows_length(starts: list[int]) -> None:
     cache = KVCache(layout())
-    starts = np.array([0, 3, 5])
     new = np.arange(3 * 2, dtype=np.float32).reshape(3, 1, 1, 2)
-    cache.write(0, 1, starts, np.ones(3, np.int64), new, new + 1)
+    cache.write_all(1, np.array(starts), np.ones(3, np.int64), [(new, new + 1), (new + 2, new + 3)])
     for b in range(3):
-        np.testing.assert_array_equal(cache.keys[0][1 + b, 0, starts[b]], new[b, 0, 0])
-        np.testing.assert_array_equal(cache.values[0][1 + b, 0, starts[b]], new[b, 0, 0] + 1)
+        for layer in range(2):
+            np.testing.assert_array_equal(cache.keys[layer][1 + b, 0, starts[b]], new[b, 0, 0] + 2 * layer)
+            np.testing.assert_array_equal(cache.values[layer][1 + b, 0, starts[b]], new[b, 0, 0] + 2 * layer + 1)
+        assert not cache.keys[0][1 + b, 0, starts[b] + 1].any()
+
+
+def test_per_layer_write_matches_write_all() -> None:
+    a, b = KVCache(layout()), KVCache(layout())
+    starts, counts = np.array([1, 0]), np.array([3, 2])
+    new = np.random.default_rng(0).normal(size=(2, 1, 3, 2)).astype(np.float32)
+    a.write_all(0, starts, counts, [(new, -new), (2 * new, -2 * new)])
+    b.write(0, 0, starts, counts, new, -new)
+    b.write(1, 0, starts, counts, 2 * new, -2 * new)
+    for layer in range(2):
+        np.testing.assert_array_equal(a.keys[layer], b.keys[layer])
+        np.testing.assert_array_equal(a.values[layer], b.values[layer])
