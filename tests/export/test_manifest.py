@@ -77,7 +77,8 @@ def test_graph_signatures_are_the_contract(manifest: dict[str, Any]) -> None:
     assert vision["outputs"] == {"image_embeds": {"shape": ["num_image_tokens", 256], "dtype": "float32"}}
     decoder = manifest["graphs"]["decoder"]
     layers = manifest["architecture"]["num_layers"]
-    assert list(decoder["inputs"])[:4] == ["inputs_embeds", "position_ids", "attention_bias", "logits_index"]
+    # Graph inputs are bound by name; the manifest stores them with sorted keys.
+    assert {"inputs_embeds", "position_ids", "attention_bias", "logits_index"} <= set(decoder["inputs"])
     assert decoder["inputs"]["attention_bias"] == {"shape": ["batch", 1, "seq", "total_len"], "dtype": "float32"}
     assert decoder["inputs"]["position_ids"] == {"shape": [3, "batch", "seq"], "dtype": "int64"}
     assert decoder["inputs"][f"past_key_{layers - 1}"] == {"shape": ["batch", 2, "max_len", 64], "dtype": "float32"}
