@@ -272,3 +272,17 @@ def test_context_limits(bundle_dir: Path, samples) -> None:
     result = small.generate(text_request("capped", "describe the image.", max_tokens=500, min_tokens=500))[0]
     assert result.finish_reason == "length"
     assert result.usage.prompt_tokens + result.usage.completion_tokens == 64
+
+
+def test_vision_encoder_batches_images_across_requests(engine: Engine) -> None:
+    from edgevlm.bench.workload import bench_image
+
+    images = [bench_image(500 + i).resize((112, 140)) for i in range(4)]  # 4 x 80 patches: one call
+    requests = [GenerationRequest(f"v{i}", (Message("user", (ImagePart(im), TextPart("describe the image."))),),
+                                  SamplingParams(max_tokens=4)) for i, im in enumerate(images)]
+    alone = [engine.generate(r)[0].token_ids for r in requests]
+    engine.image_cache.clear()
+    calls = engine.images.num_vision_calls
+    together = [r.token_ids for r in engine.generate(requests)]
+    assert engine.images.num_vision_calls == calls + 1
+    assert together == alone

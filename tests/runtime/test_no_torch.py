@@ -50,3 +50,19 @@ def test_preprocessing_runs_without_torch(checkpoint_dir) -> None:
     """
     result = run_blocked(code)
     assert result.returncode == 0, result.stderr
+
+
+def test_engine_serves_a_request_without_torch(bundle_dir) -> None:
+    code = f"""
+    from PIL import Image
+    from edgevlm.runtime.engine import Engine
+    from edgevlm.runtime.types import GenerationRequest, ImagePart, Message, SamplingParams, TextPart
+    engine = Engine.from_bundle({str(bundle_dir)!r}, max_batch=2)
+    message = Message("user", (ImagePart(Image.new("RGB", (224, 224), (200, 30, 30))), TextPart("describe the image.")))
+    result = engine.generate(GenerationRequest("r", (message,), SamplingParams(max_tokens=4)))[0]
+    assert result.finish_reason in ("stop", "length") and result.usage.completion_tokens >= 1
+    assert sys.modules["torch"] is None
+    print("ok")
+    """
+    result = run_blocked(code)
+    assert result.returncode == 0, result.stderr
