@@ -64,11 +64,15 @@ def read_cache(path: Path) -> dict[str, Any]:
     return cache
 
 
+def _magnitude(value: Any) -> float:
+    """ORT stores a bound as a plain float (histogram methods) or an encoded numpy array (MinMax)."""
+    data = value["data"] if isinstance(value, dict) else value
+    return float(np.abs(np.asarray(data, dtype=np.float64)).max())
+
+
 def _scales(ort_cache: dict[str, Any]) -> dict[str, float]:
     """Symmetric int8 scale per tensor: max(|lowest|, |highest|) / 127."""
     scales: dict[str, float] = {}
     for name, entry in ort_cache.get("data", {}).items():
-        bound = max(float(np.abs(np.asarray(entry[key]["data"], dtype=np.float64)).max())
-                    for key in ("lowest", "highest"))
-        scales[name] = bound / INT8_MAX
+        scales[name] = max(_magnitude(entry[key]) for key in ("lowest", "highest")) / INT8_MAX
     return scales

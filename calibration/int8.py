@@ -23,6 +23,16 @@ EXTRA_OPTIONS: dict[str, object] = {
 }
 
 
+def _extra_options(method: str) -> dict[str, object]:
+    options = dict(EXTRA_OPTIONS)
+    if method != "minmax":
+        # ORT's histogram calibrators stack each tensor's values over all feeds of one collect
+        # call, which fails when feeds differ in shape (prompts differ in length); one feed per
+        # call (its "strided" loop with stride 1) merges histograms instead.
+        options["CalibStridedMinMax"] = 1
+    return options
+
+
 def quantize_graph(src: Path, dst: Path, plan: QuantPlan, method: str, feeds: Sequence[Feed] | None,
                    cache_file: Path) -> None:
     """Quantize `plan.quantize` of `src` into `dst` (+ `dst.name`.data). Activation ranges come from
@@ -47,6 +57,6 @@ def quantize_graph(src: Path, dst: Path, plan: QuantPlan, method: str, feeds: Se
         weight_type=QuantType.QInt8,
         use_external_data_format=True,
         calibrate_method=getattr(CalibrationMethod, ORT_METHODS[method]),
-        extra_options=dict(EXTRA_OPTIONS),
+        extra_options=_extra_options(method),
         calibration_cache_path=str(cache_file),
     )
