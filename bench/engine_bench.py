@@ -85,10 +85,13 @@ def _side_main(argv: list[str]) -> int:
     raw = json.loads(args.workload)
     workload = Workload(**{**raw, "concurrency": tuple(raw["concurrency"])})
     if args.side == "runtime":
+        # As `edgevlm serve` does: transformers imports torch whenever it is installed, the runtime
+        # needs none of it, so the serving configuration (and its RSS) is torch-free.
+        sys.modules.setdefault("torch", None)  # type: ignore[arg-type]
         from edgevlm.bench import runtime_side
 
         result = runtime_side.run(args.bundle, workload, args.threads)
-        result["torch_imported"] = "torch" in sys.modules
+        result["torch_imported"] = sys.modules.get("torch") is not None
     else:
         from edgevlm.bench import hf_side
 

@@ -31,7 +31,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--bundle", required=True, type=Path, help="fp32 bundle folder (edgevlm export)")
     parser.add_argument("--out", required=True, type=Path, help="quantized bundle folder to create")
     parser.add_argument("--mode", required=True, choices=("int8", "int4"), help="int8: W8A8 Q/DQ; int4: weight-only")
-    parser.add_argument("--method", help="int8: minmax (default) | entropy | percentile; "
+    parser.add_argument("--method", help="int8: percentile (default) | minmax | entropy; "
                                          "int4: rtn (default) | awq | gptq")
     parser.add_argument("--calib-images", type=Path, help="folder of calibration images (default: demo scenes)")
     parser.add_argument("--calib-prompts", type=Path,

@@ -8,10 +8,10 @@ from pathlib import Path
 MODES: tuple[str, ...] = ("int8", "int4")
 # Activation calibrators for int8; weight rounding algorithms for int4.
 METHODS: dict[str, tuple[str, ...]] = {
-    "int8": ("minmax", "entropy", "percentile"),
+    "int8": ("percentile", "minmax", "entropy"),
     "int4": ("rtn", "awq", "gptq"),
 }
-DEFAULT_METHOD = {"int8": "minmax", "int4": "rtn"}
+DEFAULT_METHOD = {"int8": "percentile", "int4": "rtn"}
 # Accuracy points (percentage points of the held-out score) a mode may lose before the gate refuses.
 DEFAULT_MAX_DROP = {"int8": 1.0, "int4": 2.0}
 BLOCK_SIZES: tuple[int, ...] = (32, 64, 128)

@@ -87,13 +87,15 @@ def name_dims(model: Any, axes: Axes) -> None:
                 raise ValueError(f"{value_name} axis {axis} is not symbolic in the exported graph: {shape}")
             if renames.setdefault(current.value, wanted) != wanted:
                 raise ValueError(f"dims {renames[current.value]!r} and {wanted!r} were traced as one ({current})")
-    all_values = [*model.graph.inputs, *(o for node in model.graph for o in node.outputs)]
-    for value in all_values:
-        if value.shape is None:
-            continue
-        dims = [renames.get(d.value, d.value) if isinstance(d, ir.SymbolicDim) and d.value else d
-                for d in value.shape]
-        value.shape = ir.Shape([ir.SymbolicDim(d) if isinstance(d, str) or d is None else d for d in dims])
+
+    def renamed(dim: Any) -> Any:
+        if isinstance(dim, ir.SymbolicDim) and dim.value in renames:
+            return ir.SymbolicDim(renames[dim.value])
+        return dim
+
+    for value in [*model.graph.inputs, *(out for node in model.graph for out in node.outputs)]:
+        if value.shape is not None:
+            value.shape = ir.Shape([renamed(dim) for dim in value.shape])
 
 
 def optimise_and_save(program: Any, axes: Axes, path: Path) -> GraphStats:
@@ -101,10 +103,23 @@ def optimise_and_save(program: Any, axes: Axes, path: Path) -> GraphStats:
     import onnx
 
     nodes_before = len(program.model.graph)
+    traced_weights = list(program.model.graph.initializers.values())
     with quiet_exporter():
         program.optimize()
     name_dims(program.model, axes)
     program.save(path, external_data=True)
     onnx.checker.check_model(str(path))
-    initializer_bytes = sum(v.const_value.nbytes for v in program.model.graph.initializers.values())
-    return GraphStats(nodes_before, len(program.model.graph), initializer_bytes)
+    weights = list(program.model.graph.initializers.values())
+    stats = GraphStats(nodes_before, len(program.model.graph), sum(v.const_value.nbytes for v in weights))
+    release_weights([*traced_weights, *weights])
+    return stats
+
+
+def release_weights(values: Sequence[Any]) -> None:
+    """Drop the graph's hold on the torch weights once the file is written.
+
+    onnxscript's module-level rewrite rules keep the last nodes they matched, and through them the
+    values (also ones the optimiser replaced) and their tensors: without this, a few leaked
+    checkpoint tensors keep the checkpoint's whole memory map resident."""
+    for value in values:
+        value.const_value = None

@@ -1,7 +1,8 @@
 """The parity gate: the HF model in PyTorch against the bundle in ONNX Runtime (CPU).
 
 Fixed inputs: a demo shapes scene and a grounding question. The reference is HF's own forward
-(vision tower, get_rope_index, DynamicCache) computed in float32 on the exported weights; the
+(vision tower, get_rope_index, DynamicCache) computed in float32 on the exported weights
+(`reference.float32_reference` for fp16 exports); the
 candidate drives the bundle exactly as the runtime will: numpy vision inputs, numpy embedding
 gather, M-RoPE positions, a preallocated KV cache written in place through the KV interface.
 
@@ -124,7 +125,7 @@ def parity_inputs(processor: Any, seed: int = PARITY_SEED) -> ParityInputs:
 
 
 def torch_reference(model: Any, inputs: ParityInputs, steps: int = GREEDY_TOKENS) -> Outputs:
-    """HF's own forward with its DynamicCache, greedy, in the model's (float32) dtype."""
+    """HF's own forward with its DynamicCache, greedy; `model` computes in float32."""
     import torch
 
     grid = torch.from_numpy(inputs.image_grid_thw)
@@ -155,6 +156,9 @@ def _session(path: Path) -> Any:
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    # Pre-packed weight copies would cost another ~1x the graph's weights (and session start time)
+    # for the few dozen steps the gate runs.
+    options.add_session_config_entry("session.disable_prepacking", "1")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 

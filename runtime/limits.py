@@ -8,7 +8,7 @@ from dataclasses import dataclass, fields
 @dataclass(frozen=True, slots=True)
 class EngineLimits:
     max_batch: int | None = None  # concurrent sequences (KV rows); default: the bundle's limits.max_batch
-    max_seq_len: int | None = None  # tokens per sequence, prompt + answer; default: the bundle's
+    max_seq_len: int | None = None  # tokens per sequence, prompt + answer; default and cap: the bundle's
     kv_cache_mb: float | None = None  # lowers max_batch to what fits this budget
     max_kv_tokens: int | None = None  # the same budget counted in tokens (rows x max_seq_len)
     max_queue: int = 64  # waiting requests beyond the free rows; more -> EngineOverloaded

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 # Small enough for CI, large enough to exercise batching: the gate runs both bundles on this slice.
-EVAL_LIMIT = 40
+EVAL_LIMIT = 100
 SAMPLES = 8
 
 

@@ -46,3 +46,16 @@ def test_the_runtime_serves_it_without_flags(int4_bundle: Path) -> None:
     answers = answer_batch(engine, heldout_set(2), max_new_tokens=32)
     engine.close()
     assert all(answers)
+
+
+def test_awq_scales_then_rounds(bundle_dir: Path, tmp_path: Path, quantize_cli) -> None:
+    out = tmp_path / "awq"
+    code = quantize_cli("--bundle", str(bundle_dir), "--out", str(out), "--mode", "int4", "--method", "awq",
+                        "--samples", "4", "--eval-limit", "16", "--allow-accuracy-drop")
+    assert code == 0
+    q = json.loads((out / "manifest.json").read_text())["quantization"]
+    assert q["method"] == "awq" and q["calibration"]["feeds"]["decoder"] > 0
+    model = onnx.load(str(out / "decoder.onnx"), load_external_data=False)
+    assert sum(n.op_type == "MatMulNBits" for n in model.graph.node) == q["graphs"]["decoder"]["quantized_linears"]
+    # Scales fold into the RMSNorm weights where a norm feeds the group; other groups get a Mul.
+    assert any(n.name.endswith("_awq_mul") for n in model.graph.node)

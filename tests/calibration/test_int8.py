@@ -24,7 +24,7 @@ def test_the_int8_bundle_is_a_normal_bundle(int8_bundle: Path, bundle_dir: Path)
 
 def test_the_manifest_records_the_quantization(int8_bundle: Path, eval_limit: int) -> None:
     q = json.loads((int8_bundle / "manifest.json").read_text())["quantization"]
-    assert (q["mode"], q["method"], q["format"]) == ("int8", "minmax", "qdq")
+    assert (q["mode"], q["method"], q["format"]) == ("int8", "percentile", "qdq")
     assert q["samples"] == 8 and q["calibration"]["source"] == "demo"
     assert q["calibration"]["feeds"]["vision"] > 0 and q["calibration"]["feeds"]["decoder"] > 0
     assert q["graphs"]["decoder"]["quantized_linears"] > 0 and q["graphs"]["vision"]["quantized_linears"] > 0
@@ -36,7 +36,7 @@ def test_the_manifest_records_the_quantization(int8_bundle: Path, eval_limit: in
 
 def test_the_calibration_cache_holds_a_scale_per_tensor(int8_bundle: Path) -> None:
     cache = json.loads((int8_bundle / "calibration_cache.json").read_text())
-    assert cache["method"] == "minmax" and cache["samples"] == 8
+    assert cache["method"] == "percentile" and cache["samples"] == 8
     for graph in ("vision", "decoder"):
         scales = cache["scales"][graph]
         assert scales and all(math.isfinite(s) and s > 0 for s in scales.values())

@@ -11,7 +11,7 @@ def options(**changes) -> QuantizeOptions:
 
 
 def test_defaults_follow_the_mode() -> None:
-    assert options().resolved_method == "minmax"
+    assert options().resolved_method == "percentile"
     assert options().resolved_max_drop == 1.0
     assert options(mode="int4").resolved_method == "rtn"
     assert options(mode="int4").resolved_max_drop == 2.0
