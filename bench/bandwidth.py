@@ -3,7 +3,9 @@ step cannot be faster than (weight bytes) / (memory bandwidth), whatever the bat
 
 from __future__ import annotations
 
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,21 @@ def copy_bandwidth(size_mb: int = 256, repeats: int = 5) -> float:
         np.copyto(dst, src)
         best = min(best, time.perf_counter() - start)
     return 2 * src.nbytes / best
+
+
+def read_bandwidth(size_mb: int = 512, repeats: int = 5) -> float:
+    """Bytes per second read by summing a large array on every core at once (numpy releases the
+    GIL in reductions), best of `repeats`. Decoding reads weights on all cores, so the floor uses
+    the best of this and the single-thread copy."""
+    data = np.ones(size_mb * MB // 4, np.float32)
+    parts = np.array_split(data, os.cpu_count() or 1)
+    best = float("inf")
+    with ThreadPoolExecutor(len(parts)) as pool:
+        for _ in range(repeats):
+            start = time.perf_counter()
+            list(pool.map(np.sum, parts))
+            best = min(best, time.perf_counter() - start)
+    return data.nbytes / best
 
 
 def decoder_weight_bytes(bundle_dir: Path) -> int:

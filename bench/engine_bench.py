@@ -17,7 +17,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgevlm.bench.bandwidth import copy_bandwidth, decoder_weight_bytes, floor_ms_per_step
+from edgevlm.bench.bandwidth import copy_bandwidth, decoder_weight_bytes, floor_ms_per_step, read_bandwidth
 from edgevlm.bench.workload import Workload
 from edgevlm.errors import UserError
 
@@ -40,7 +40,8 @@ def run_engine_bench(config: EngineBenchConfig) -> dict:
             continue
         print(f"bench: running the workload through {side} ...", file=sys.stderr, flush=True)
         sides[side] = _run_side(side, config)
-    bandwidth = copy_bandwidth()
+    copy, read = copy_bandwidth(), read_bandwidth()
+    bandwidth = max(copy, read)
     weights = decoder_weight_bytes(config.bundle_dir)
     floor_ms = floor_ms_per_step(weights, bandwidth)
     return {
@@ -51,7 +52,9 @@ def run_engine_bench(config: EngineBenchConfig) -> dict:
         "threads": config.threads,
         "sides": sides,
         "bandwidth": {
-            "copy_gb_per_s": bandwidth / 1e9,
+            "copy_gb_per_s": copy / 1e9,
+            "read_gb_per_s": read / 1e9,
+            "floor_gb_per_s": bandwidth / 1e9,
             "decoder_weight_mb": weights / (1 << 20),
             "floor_ms_per_decode_step": floor_ms,
             "floor_tokens_per_s": {str(c): c * 1000 / floor_ms for c in config.workload.concurrency},

@@ -30,6 +30,9 @@ def rows(report: dict) -> list[tuple[str, str, str, str]]:
         b = rt.get("tokens_per_s", {}).get(str(concurrency))
         ratio = f"{b / a:.2f}x" if a and b else ""
         out.append((f"throughput, {concurrency} concurrent", _fmt(a, " tok/s"), _fmt(b, " tok/s"), ratio))
+    for concurrency in report["workload"]["concurrency"]:
+        b = rt.get("decode_tokens_per_s", {}).get(str(concurrency))
+        out.append((f"decode only (prefill excluded), {concurrency} concurrent", "", _fmt(b, " tok/s"), ""))
     add("peak RSS", "peak_rss_mb", " MB", False)
     add("load time", "load_s", " s", False)
     return out
@@ -44,8 +47,16 @@ def format_table(report: dict) -> str:
     lines.append("")
     lines.append(
         f"memory-bandwidth floor: {bw['decoder_weight_mb']:.1f} MB of decoder weights per step / "
-        f"{bw['copy_gb_per_s']:.1f} GB/s (numpy copy) = {bw['floor_ms_per_decode_step']:.2f} ms per decode step"
+        f"{bw.get('floor_gb_per_s', bw['copy_gb_per_s']):.1f} GB/s (best of numpy copy and all-core read) = "
+        f"{bw['floor_ms_per_decode_step']:.2f} ms per decode step"
     )
+    decode = report["sides"].get("runtime", {}).get("decode_ms_per_token")
+    if decode:
+        lines.append(f"runtime decode at batch 1: {decode / bw['floor_ms_per_decode_step']:.2f} x the floor")
+    rates = report["sides"].get("runtime", {}).get("decode_tokens_per_s", {})
+    top = str(max(report["workload"]["concurrency"]))
+    if rates.get("1") and rates.get(top):
+        lines.append(f"runtime decode scaling: {top} concurrent = {rates[top] / rates['1']:.2f} x batch 1")
     return "\n".join(lines)
 
 

@@ -36,12 +36,16 @@ def run(bundle: Path, workload: Workload, threads: int) -> dict:
         batch = [request(f"c{concurrency}-{j}", 3000 + j, workload.decode_tokens) for j in range(concurrency)]
         seconds = _timed(lambda batch=batch: engine.generate(batch))
         throughput[str(concurrency)] = concurrency * workload.decode_tokens / seconds
+    engine.image_cache.clear()
+    decode_rate = {str(c): _decode_tokens_per_s(engine, [request(f"d{c}-{j}", 4000 + j, 4 * workload.decode_tokens)
+                                                         for j in range(c)]) for c in workload.concurrency}
     return {
         "load_s": load_s,
         "ttft_ms": 1000 * min(cold),
         "ttft_image_cache_hit_ms": 1000 * min(hit),
         "decode_ms_per_token": min(decode),
         "tokens_per_s": throughput,
+        "decode_tokens_per_s": decode_rate,
         "prompt_tokens": len(engine.prepare(request("count", 0, 1)).prompt),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "kv_cache_mb": engine.cache.layout.nbytes / (1 << 20),
@@ -65,3 +69,22 @@ def _decode_ms_per_token(engine: Engine, request: GenerationRequest) -> float:
         if len(seq.output_ids) > before:
             stamps.append(time.perf_counter())
     return 1000 * (stamps[-1] - stamps[0]) / (len(stamps) - 1)
+
+
+def _decode_tokens_per_s(engine: Engine, requests: list[GenerationRequest]) -> float:
+    """Steady-state decode rate with every sequence in the batch: tokens per second over the steps
+    after the last prefill has finished and before the first sequence ends (prefill excluded)."""
+    seqs = [engine.add_request(r) for r in requests]
+    while engine.has_work and any(not s.output_ids for s in seqs):
+        engine.step()
+    start, produced, steps = time.perf_counter(), sum(len(s.output_ids) for s in seqs), 0
+    # Long answers (4 x decode_tokens) so no sequence ends while the last ones are still prefilling.
+    while steps < 16 and all(len(s.output_ids) < s.max_tokens for s in seqs):
+        engine.step()
+        steps += 1
+    tokens, seconds = sum(len(s.output_ids) for s in seqs) - produced, time.perf_counter() - start
+    for seq in seqs:
+        engine.abort(seq.request_id)
+    while engine.has_work:
+        engine.step()
+    return tokens / seconds if steps else float("nan")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from edgevlm.bench.bandwidth import copy_bandwidth, decoder_weight_bytes, floor_ms_per_step
+from edgevlm.bench.bandwidth import copy_bandwidth, decoder_weight_bytes, floor_ms_per_step, read_bandwidth
 from edgevlm.bench.report import format_table, write_outputs
 from edgevlm.bench.workload import IMAGE_SIDE, Workload, bench_image, question_text
 from edgevlm.cli import build_parser
@@ -42,12 +42,15 @@ def test_bandwidth_floor(tmp_path: Path) -> None:
     assert decoder_weight_bytes(tmp_path) == 10_000
     assert floor_ms_per_step(10_000, 1e7) == pytest.approx(1.0)
     assert copy_bandwidth(size_mb=8, repeats=2) > 1e8  # any machine copies faster than 100 MB/s
+    assert read_bandwidth(size_mb=8, repeats=2) > 1e8
 
 
 def report() -> dict:
     side = {"ttft_ms": 100.0, "ttft_image_cache_hit_ms": 10.0, "decode_ms_per_token": 5.0,
-            "tokens_per_s": {"1": 100.0, "4": 300.0}, "peak_rss_mb": 500.0, "load_s": 2.0}
-    hf = {**side, "ttft_ms": 400.0, "ttft_image_cache_hit_ms": None, "tokens_per_s": {"1": 50.0, "4": 100.0}}
+            "tokens_per_s": {"1": 100.0, "4": 300.0}, "decode_tokens_per_s": {"1": 200.0, "4": 700.0},
+            "peak_rss_mb": 500.0, "load_s": 2.0}
+    hf = {k: v for k, v in side.items() if k != "decode_tokens_per_s"}
+    hf = {**hf, "ttft_ms": 400.0, "ttft_image_cache_hit_ms": None, "tokens_per_s": {"1": 50.0, "4": 100.0}}
     return {
         "workload": Workload(concurrency=(1, 4)).as_dict(),
         "sides": {"hf": hf, "runtime": side},
@@ -61,6 +64,9 @@ def test_table_and_json(tmp_path: Path) -> None:
     assert "TTFT, 448x448 image + question" in table and "4.00x" in table  # 400 ms vs 100 ms
     assert "throughput, 4 concurrent" in table and "3.00x" in table
     assert "n/a" in table and "1.20 ms per decode step" in table
+    assert "decode only (prefill excluded), 4 concurrent" in table and "700.0 tok/s" in table
+    assert "4.17 x the floor" in table  # 5 ms per token over a 1.2 ms floor
+    assert "4 concurrent = 3.50 x batch 1" in table
     written = write_outputs(report(), tmp_path)
     assert json.loads(written[0].read_text())["sides"]["runtime"]["ttft_ms"] == 100.0
 
@@ -71,3 +77,17 @@ def test_cli_registers_engine_and_make_model() -> None:
     assert args.bench_command == "engine" and args.concurrency == "1,2"
     args = parser.parse_args(["bench", "make-model", "small", "--out", "x"])
     assert args.size == "small" and args.out == Path("x")
+
+
+def test_steady_decode_rate_on_the_demo_bundle(demo_bundle: Path) -> None:
+    from edgevlm.bench.runtime_side import _decode_tokens_per_s
+    from edgevlm.bench.workload import bench_image
+    from edgevlm.runtime.engine import Engine
+    from edgevlm.runtime.types import GenerationRequest, ImagePart, Message, SamplingParams, TextPart
+
+    engine = Engine.from_bundle(demo_bundle, max_batch=4)
+    requests = [GenerationRequest(f"r{i}", (Message("user", (ImagePart(bench_image(i)), TextPart("Describe the image."))),),
+                                  SamplingParams(max_tokens=40, min_tokens=40)) for i in range(3)]
+    rate = _decode_tokens_per_s(engine, requests)
+    assert rate > 0
+    assert not engine.has_work and engine.stats().kv_tokens_used == 0  # measured sequences are aborted and freed
