@@ -2,6 +2,8 @@
 
     edgevlm bench engine --model CHECKPOINT --bundle BUNDLE   HF transformers vs the runtime
     edgevlm bench make-model small --out DIR                    a ~0.5 B random-weight checkpoint
+    edgevlm bench compare FP32.json INT8.json ...               quantized bundles against the first
+    edgevlm bench serve --concurrency 1,4,8,16,32,64            HTTP load on `edgevlm serve`
 
 Heavy imports (torch, onnxruntime) stay inside the run functions.
 """
@@ -23,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=_missing_subcommand(parser))
     _register_engine(commands)
     _register_make_model(commands)
+    _register_compare(commands)
     register_serve(commands)  # `bench serve`: HTTP load against `edgevlm serve` (bench/serve.py)
 
 
@@ -89,4 +92,26 @@ def _run_make_model(args: argparse.Namespace) -> int:
 
     params = make_model(args.size, args.out, seed=args.seed, force=args.force)
     print(f"wrote {args.out} ({params / 1e9:.2f} B parameters, random weights)", file=sys.stdout)
+    return 0
+
+
+# -- bench compare ---------------------------------------------------------------------------
+def _register_compare(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "compare", help="`bench engine` reports of fp32/int8/int4 bundles side by side",
+        description="Bundle size, TTFT, vision encoder time and decode speed of each report's runtime "
+        "side, each against the first report (e.g. the fp32 bundle).",
+    )
+    parser.add_argument("reports", type=Path, nargs="+", help="bench_engine.json files; the first is the base")
+    parser.add_argument("--out", type=Path, default=Path("runs/bench/compare"), help="folder for the JSON (+ PNG)")
+    parser.set_defaults(run=_run_compare)
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    from edgevlm.bench.compare import format_table, load, write_outputs
+
+    figures = [load(path) for path in args.reports]
+    print(format_table(figures))
+    for path in write_outputs(figures, args.out):
+        print(f"wrote {path}")
     return 0

@@ -50,7 +50,11 @@ def format_table(report: dict) -> str:
         f"{bw.get('floor_gb_per_s', bw['copy_gb_per_s']):.1f} GB/s (best of numpy copy and all-core read) = "
         f"{bw['floor_ms_per_decode_step']:.2f} ms per decode step"
     )
-    decode = report["sides"].get("runtime", {}).get("decode_ms_per_token")
+    runtime = report["sides"].get("runtime", {})
+    if runtime.get("ttft_ms") and runtime.get("ttft_image_cache_hit_ms") is not None:
+        lines.append(f"runtime vision encoder (cold TTFT - cache-hit TTFT): "
+                     f"{runtime['ttft_ms'] - runtime['ttft_image_cache_hit_ms']:.1f} ms")
+    decode = runtime.get("decode_ms_per_token")
     if decode:
         lines.append(f"runtime decode at batch 1: {decode / bw['floor_ms_per_decode_step']:.2f} x the floor")
     rates = report["sides"].get("runtime", {}).get("decode_tokens_per_s", {})
