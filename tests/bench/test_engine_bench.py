@@ -86,8 +86,9 @@ def test_steady_decode_rate_on_the_demo_bundle(demo_bundle: Path) -> None:
     from edgevlm.runtime.types import GenerationRequest, ImagePart, Message, SamplingParams, TextPart
 
     engine = Engine.from_bundle(demo_bundle, max_batch=4)
-    requests = [GenerationRequest(f"r{i}", (Message("user", (ImagePart(bench_image(i)), TextPart("Describe the image."))),),
-                                  SamplingParams(max_tokens=40, min_tokens=40)) for i in range(3)]
+    messages = [(Message("user", (ImagePart(bench_image(i)), TextPart("Describe the image."))),) for i in range(3)]
+    requests = [GenerationRequest(f"r{i}", m, SamplingParams(max_tokens=40, min_tokens=40))
+                for i, m in enumerate(messages)]
     rate = _decode_tokens_per_s(engine, requests)
     assert rate > 0
     assert not engine.has_work and engine.stats().kv_tokens_used == 0  # measured sequences are aborted and freed
