@@ -59,7 +59,7 @@ def _label(bundle: Path) -> str:
 
 def rows(figures: list[BundleFigures]) -> list[tuple[str, ...]]:
     base = figures[0]
-    out = []
+    out: list[tuple[str, ...]] = []
     for fig in figures:
         out.append((
             fig.name,
