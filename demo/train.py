@@ -302,52 +302,60 @@ def _start(cfg: TrainConfig, model, heads: DenseHeads, optim) -> tuple[int, int,
     return 0, 0, 0.0
 
 
-def train(cfg: TrainConfig) -> None:
-    torch.set_num_threads(cfg.threads)
-    cfg.run.mkdir(parents=True, exist_ok=True)
-    state_path = cfg.run / "state.pt"
-    model = new_model(cfg.seed)
-    batcher = Batcher()
-    heads = dense_heads(model, batcher.tokenizer)
+def _optimiser(cfg: TrainConfig, model, heads: DenseHeads) -> torch.optim.Optimizer:
+    """AdamW with the vision tower (and the dense heads) in their own learning-rate group."""
     vision_params = list(model.model.visual.parameters()) + list(heads.parameters())
     vision_ids = {id(p) for p in vision_params}
     text_params = [p for p in model.parameters() if id(p) not in vision_ids]
-    optim = torch.optim.AdamW(
+    return torch.optim.AdamW(
         [{"params": vision_params, "lr": cfg.vision_lr}, {"params": text_params, "lr": cfg.lr}],
         weight_decay=0.01,
         betas=(0.9, 0.98),
     )
+
+
+def _step(cfg: TrainConfig, model, heads: DenseHeads, optim, batch: dict, step: int) -> dict[str, float]:
+    with_qa = step >= cfg.warmup_vision
+    for group, base in zip(optim.param_groups, (cfg.vision_lr, cfg.lr), strict=True):
+        group["lr"] = lr_at(step, cfg, base)
+    # fp32: bf16 autocast is ~20x slower for this model on CPU (conv3d/grid_sample fall back).
+    dense, qa = forward_losses(model, heads, batch, with_qa)
+    loss = qa + cfg.dense_weight * dense if with_qa else dense
+    optim.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optim.step()
+    return {"dense": round(dense.item(), 4), "qa": round(qa.item(), 4)}
+
+
+def _record(log, record: dict) -> None:
+    print(json.dumps(record), flush=True)
+    log.write(json.dumps(record) + "\n")
+    log.flush()
+
+
+def train(cfg: TrainConfig) -> None:
+    torch.set_num_threads(cfg.threads)
+    cfg.run.mkdir(parents=True, exist_ok=True)
+    model = new_model(cfg.seed)
+    batcher = Batcher()
+    heads = dense_heads(model, batcher.tokenizer)
+    optim = _optimiser(cfg, model, heads)
     step, seen, elapsed = _start(cfg, model, heads, optim)
     model.train()
-    log = (cfg.run / "log.jsonl").open("a")
     started = time.time() - elapsed
-    while step < cfg.steps:
-        with_qa = step >= cfg.warmup_vision
-        for group, base in zip(optim.param_groups, (cfg.vision_lr, cfg.lr), strict=True):
-            group["lr"] = lr_at(step, cfg, base)
-        batch = batcher([scene_questions(seen + i) for i in range(cfg.batch_size)])
-        seen += cfg.batch_size
-        # fp32: bf16 autocast is ~20x slower for this model on CPU (conv3d/grid_sample fall back).
-        dense, qa = forward_losses(model, heads, batch, with_qa)
-        loss = qa + cfg.dense_weight * dense if with_qa else dense
-        optim.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optim.step()
-        step += 1
-        if step % 20 == 0:
-            record = {"step": step, "min": round((time.time() - started) / 60, 2), "dense": round(dense.item(), 4),
-                      "qa": round(qa.item(), 4)}
-            print(json.dumps(record), flush=True)
-            log.write(json.dumps(record) + "\n")
-            log.flush()
-        if step % cfg.eval_every == 0 and with_qa:
-            scores = quick_eval(model, batcher, 100)
-            print(json.dumps({"step": step, "eval": scores}), flush=True)
-            log.write(json.dumps({"step": step, "eval": scores}) + "\n")
-        if step % cfg.save_every == 0 or step == cfg.steps:
-            _save_state(state_path, model, heads, optim, step, seen, time.time() - started)
-            save_checkpoint(model, cfg.run / "checkpoint")
+    with (cfg.run / "log.jsonl").open("a") as log:
+        while step < cfg.steps:
+            batch = batcher([scene_questions(seen + i) for i in range(cfg.batch_size)])
+            losses = _step(cfg, model, heads, optim, batch, step)
+            step, seen = step + 1, seen + cfg.batch_size
+            if step % 20 == 0:
+                _record(log, {"step": step, "min": round((time.time() - started) / 60, 2), **losses})
+            if step % cfg.eval_every == 0 and step > cfg.warmup_vision:
+                _record(log, {"step": step, "eval": quick_eval(model, batcher, 100)})
+            if step % cfg.save_every == 0 or step == cfg.steps:
+                _save_state(cfg.run / "state.pt", model, heads, optim, step, seen, time.time() - started)
+                save_checkpoint(model, cfg.run / "checkpoint")
     print(f"done: {step} steps in {(time.time() - started) / 60:.1f} min", flush=True)
 
 
