@@ -52,6 +52,7 @@ class TrainConfig:
     lr: float
     vision_lr: float
     dense_weight: float
+    readout_weight: float
     seed: int
     eval_every: int
     save_every: int
@@ -75,6 +76,19 @@ class DenseHeads(nn.Module):
         self.background = nn.Parameter(torch.randn(2, dim) * 0.02)  # "no shape here", per head
         self.scale = nn.Parameter(torch.tensor(10.0))
         self.box = nn.Linear(dim, 4)
+
+    def readout_loss(self, logits: torch.Tensor, targets: dict[str, torch.Tensor]) -> torch.Tensor:
+        """At every image token over a shape, the language model's own output (its last hidden state
+        through lm_head) must name the shape and its colour (English words). The answer position
+        then only has to attend to the right image token and pass on what is already readable there,
+        instead of learning the read-out from one answer token per question."""
+        covered = targets["covered"]
+        if not covered.any():
+            return logits.sum() * 0.0
+        logits = logits[covered]
+        colour_ids = torch.tensor([ids[0] for ids in self.colour_words])[targets["colour"][covered] - 1]
+        shape_ids = torch.tensor([ids[0] for ids in self.shape_words])[targets["shape"][covered] - 1]
+        return nn.functional.cross_entropy(logits, colour_ids) + nn.functional.cross_entropy(logits, shape_ids)
 
     def _classes(self, embed: torch.Tensor, words: list[list[int]], background: torch.Tensor) -> torch.Tensor:
         names = torch.stack([embed[ids].mean(0) for ids in words])
@@ -229,7 +243,7 @@ def forward_losses(model, heads: DenseHeads, batch: dict[str, torch.Tensor], wit
     embed_weight = inner.language_model.embed_tokens.weight
     dense = heads.loss(merged, {k: batch[k] for k in ("colour", "shape", "box", "covered")}, embed_weight)
     if not with_qa:
-        return dense, torch.zeros(())
+        return {"dense": dense}
     ids = batch["input_ids"]
     embeds = inner.language_model.embed_tokens(ids)
     image_mask = (ids == model.config.image_token_id).unsqueeze(-1)
@@ -251,7 +265,8 @@ def forward_losses(model, heads: DenseHeads, batch: dict[str, torch.Tensor], wit
     count = int(batch["num_questions"])
     per_q = torch.zeros(count).index_add_(0, question, token_loss)
     per_q = per_q / torch.zeros(count).index_add_(0, question, torch.ones_like(token_loss)).clamp(min=1)
-    return dense, per_q.mean()
+    readout = heads.readout_loss(model.lm_head(hidden[image_mask.squeeze(-1)]).float(), batch)
+    return {"dense": dense, "qa": per_q.mean(), "readout": readout}
 
 
 def lr_at(step: int, cfg: TrainConfig, base: float) -> float:
@@ -319,13 +334,15 @@ def _step(cfg: TrainConfig, model, heads: DenseHeads, optim, batch: dict, step: 
     for group, base in zip(optim.param_groups, (cfg.vision_lr, cfg.lr), strict=True):
         group["lr"] = lr_at(step, cfg, base)
     # fp32: bf16 autocast is ~20x slower for this model on CPU (conv3d/grid_sample fall back).
-    dense, qa = forward_losses(model, heads, batch, with_qa)
-    loss = qa + cfg.dense_weight * dense if with_qa else dense
+    losses = forward_losses(model, heads, batch, with_qa)
+    loss = cfg.dense_weight * losses["dense"]
+    if with_qa:
+        loss = loss + losses["qa"] + cfg.readout_weight * losses["readout"]
     optim.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     optim.step()
-    return {"dense": round(dense.item(), 4), "qa": round(qa.item(), 4)}
+    return {name: round(value.item(), 4) for name, value in losses.items()}
 
 
 def _record(log, record: dict) -> None:
@@ -375,15 +392,17 @@ def parse_args(argv: list[str]) -> TrainConfig:
     parser.add_argument("--batch-size", type=int, default=8, help="scenes per step (all question types each)")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--vision-lr", type=float, default=1e-3)
-    parser.add_argument("--dense-weight", type=float, default=0.3)
+    parser.add_argument("--dense-weight", type=float, default=0.5)
+    parser.add_argument("--readout-weight", type=float, default=0.5,
+                        help="weight of the language model's per-image-token colour/shape read-out")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-every", type=int, default=500)
     parser.add_argument("--save-every", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--init-from", type=Path, help="state.pt of an earlier run: start from its model weights")
     a = parser.parse_args(argv)
-    return TrainConfig(a.run, a.steps, a.warmup_vision, a.batch_size, a.lr, a.vision_lr, a.dense_weight, a.seed,
-                       a.eval_every, a.save_every, a.threads, a.init_from)
+    return TrainConfig(a.run, a.steps, a.warmup_vision, a.batch_size, a.lr, a.vision_lr, a.dense_weight,
+                       a.readout_weight, a.seed, a.eval_every, a.save_every, a.threads, a.init_from)
 
 
 if __name__ == "__main__":

@@ -58,7 +58,8 @@ def test_dense_targets_follow_the_drawing() -> None:
 
 def config(run: Path, steps: int) -> TrainConfig:
     return TrainConfig(run=run, steps=steps, warmup_vision=1, batch_size=1, lr=1e-3, vision_lr=1e-3,
-                       dense_weight=0.5, seed=0, eval_every=10_000, save_every=1, threads=1, init_from=None)
+                       dense_weight=0.5, readout_weight=0.5, seed=0, eval_every=10_000, save_every=1, threads=1,
+                       init_from=None)
 
 
 def test_a_run_saves_resumes_and_continues_the_scene_stream(tmp_path: Path) -> None:
