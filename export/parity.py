@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from edgevlm.export.mrope_positions import mrope_position_ids
-from edgevlm.export.vision_inputs import vision_inputs
+from edgevlm.runtime.rope_index import rope_index, token_types
+from edgevlm.runtime.vision_inputs import vision_inputs
 
 GREEDY_TOKENS = 32
 TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2}
@@ -185,7 +185,9 @@ def onnx_candidate(bundle_dir: Path, manifest: dict[str, Any], inputs: ParityInp
     image_token = manifest["tokens"]["image_token_id"]
     embeds = np.asarray(table[inputs.input_ids], dtype=dtype)  # [seq, hidden]
     embeds[inputs.input_ids == image_token] = image_embeds
-    positions, next_position = mrope_position_ids(inputs.input_ids, inputs.image_grid_thw, image_token, merge)
+    ids = np.asarray(inputs.input_ids).reshape(-1)
+    positions, delta = rope_index(token_types(ids, image_token), inputs.image_grid_thw, merge)
+    next_position = len(ids) + delta
     logits = _decode(bundle_dir, manifest, embeds, positions, next_position, table, teacher, dtype)
     return Outputs(image_embeds.astype(np.float32), logits, logits.argmax(-1))
 

@@ -12,7 +12,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from edgevlm.export.vision_inputs import vision_inputs
+from edgevlm.runtime.vision_inputs import vision_inputs
 
 GRIDS = [[[1, 2, 2]], [[1, 8, 14]], [[1, 30, 12]], [[1, 20, 12], [1, 4, 4], [1, 6, 10]]]
 

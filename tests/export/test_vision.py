@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from edgevlm.export.vision import AXES, INPUT_NAMES, OUTPUT_NAMES, VisionEncoder, rms_norm, rotate_half
-from edgevlm.export.vision_inputs import vision_inputs
+from edgevlm.runtime.vision_inputs import vision_inputs
 
 
 def _encode(encoder: VisionEncoder, pixels: torch.Tensor, grid: np.ndarray) -> torch.Tensor:
