@@ -137,6 +137,11 @@ def dense_targets(sample: Sample) -> dict[str, np.ndarray]:
     return {"colour": colour, "shape": kind, "box": box, "covered": kind > 0}
 
 
+# Boxes are the slowest type to learn (12 digits to get right, not one word): their questions
+# count double in the question-answering loss.
+QUESTION_WEIGHT = {"box": 2.0}
+
+
 class Batcher:
     """Turns scenes' question groups into model inputs with the real GLM-4V processor.
 
@@ -192,9 +197,11 @@ class Batcher:
             offset += len(groups[i])
             attention[i, : len(ids)] = 1
         targets = [dense_targets(group[0]) for group in groups]
+        weights = [QUESTION_WEIGHT.get(s.qtype, 1.0) for group in groups for s in group]
         return {
             "input_ids": torch.from_numpy(input_ids),
             "owner": torch.from_numpy(owner),
+            "question_weight": torch.tensor(weights, dtype=torch.float32),
             "num_questions": torch.tensor(offset),
             "attention_mask": torch.from_numpy(attention),
             "mm_token_type_ids": torch.from_numpy((input_ids == self.processor.image_token_id).astype(np.int64)),
@@ -266,7 +273,8 @@ def forward_losses(model, heads: DenseHeads, batch: dict[str, torch.Tensor], wit
     per_q = torch.zeros(count).index_add_(0, question, token_loss)
     per_q = per_q / torch.zeros(count).index_add_(0, question, torch.ones_like(token_loss)).clamp(min=1)
     readout = heads.readout_loss(model.lm_head(hidden[image_mask.squeeze(-1)]).float(), batch)
-    return {"dense": dense, "qa": per_q.mean(), "readout": readout}
+    weight = batch["question_weight"]
+    return {"dense": dense, "qa": (per_q * weight).sum() / weight.sum(), "readout": readout}
 
 
 def lr_at(step: int, cfg: TrainConfig, base: float) -> float:
