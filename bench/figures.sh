@@ -33,7 +33,8 @@ if [[ $STEPS == *small* ]]; then
     step export-small "$OUT/small-fp32/manifest.json" \
         "$EDGEVLM" export --model "$OUT/small" --out "$OUT/small-fp32" --max-batch 16 --max-seq-len 1024
     step engine-small "$OUT/engine-small-fp32/bench_engine.json" \
-        "$EDGEVLM" bench engine --model "$OUT/small" --bundle "$OUT/small-fp32" --out "$OUT/engine-small-fp32"
+        "$EDGEVLM" bench engine --model "$OUT/small" --bundle "$OUT/small-fp32" --out "$OUT/engine-small-fp32" \
+        --decode-tokens 32 --repeats 2  # HF at 16 concurrent x 64 tokens alone would take ~4 min
 fi
 
 if [[ $STEPS == *quant* ]]; then
@@ -44,7 +45,8 @@ if [[ $STEPS == *quant* ]]; then
             "$EDGEVLM" quantize --bundle "$OUT/small-fp32" --out "$OUT/small-$mode" --mode "$mode" \
             --samples 8 --eval-limit 5 --allow-accuracy-drop
         step "engine-small-$mode" "$OUT/engine-small-$mode/bench_engine.json" \
-            "$EDGEVLM" bench engine --bundle "$OUT/small-$mode" --out "$OUT/engine-small-$mode"
+            "$EDGEVLM" bench engine --bundle "$OUT/small-$mode" --out "$OUT/engine-small-$mode" \
+            --decode-tokens 32 --repeats 2
     done
     step compare-small "$OUT/compare-small/bench_compare.json" \
         "$EDGEVLM" bench compare "$OUT"/engine-small-{fp32,int8,int4}/bench_engine.json --out "$OUT/compare-small"
