@@ -12,7 +12,10 @@ STAGES: tuple[str, ...] = ("load", "trace", "convert", "optimise", "validate")
 
 
 class Progress:
-    """Prints `[2/5] trace     vision graph ... ok 3.1 s` lines and keeps each stage's total time."""
+    """Prints `[2/5] trace     vision graph ... ok 3.1 s` lines and keeps each stage's total time.
+    Other long commands (quantize) reuse it with their own `stages`."""
+
+    stages: tuple[str, ...] = STAGES
 
     def __init__(self, stream: TextIO | None = sys.stderr) -> None:
         self.stream = stream
@@ -26,9 +29,9 @@ class Progress:
     @contextlib.contextmanager
     def stage(self, name: str, detail: str) -> Iterator[None]:
         """Time one step of a stage; a failing step is marked `failed` and its error propagates."""
-        if name not in STAGES:
-            raise ValueError(f"stage must be one of {STAGES}, got {name!r}")
-        self._write(f"[{STAGES.index(name) + 1}/{len(STAGES)}] {name:<9} {detail} ... ")
+        if name not in self.stages:
+            raise ValueError(f"stage must be one of {self.stages}, got {name!r}")
+        self._write(f"[{self.stages.index(name) + 1}/{len(self.stages)}] {name:<9} {detail} ... ")
         start = time.perf_counter()
         try:
             yield
