@@ -102,8 +102,9 @@ def random_scene(seed: int, max_shapes: int = MAX_SHAPES, min_shapes: int = 1) -
     return Scene(width, height, background, noise, tuple(shapes), seed)
 
 
-def _draw_shape(draw: ImageDraw.ImageDraw, shape: Shape) -> None:
-    colour = COLOURS[shape.colour]
+def _draw_shape(draw: ImageDraw.ImageDraw, shape: Shape, fill: int | tuple[int, int, int] | None = None) -> None:
+    """Draw one shape in its colour, or in `fill` (a mask index)."""
+    colour = COLOURS[shape.colour] if fill is None else fill
     box = (shape.x1, shape.y1, shape.x2 - 1, shape.y2 - 1)
     if shape.kind == "circle":
         draw.ellipse(box, fill=colour)
@@ -132,18 +133,8 @@ def shape_masks(scene: Scene) -> np.ndarray:
     image = Image.new("L", (scene.width, scene.height), 0)
     draw = ImageDraw.Draw(image)
     for index, shape in enumerate(scene.shapes):
-        _draw_shape_mask(draw, shape, index + 1)
+        _draw_shape(draw, shape, fill=index + 1)
     return np.asarray(image, dtype=np.int8)
-
-
-def _draw_shape_mask(draw: ImageDraw.ImageDraw, shape: Shape, value: int) -> None:
-    box = (shape.x1, shape.y1, shape.x2 - 1, shape.y2 - 1)
-    if shape.kind == "circle":
-        draw.ellipse(box, fill=value)
-    elif shape.kind == "square":
-        draw.rectangle(box, fill=value)
-    else:
-        draw.polygon([(shape.x1, shape.y2 - 1), (shape.x2 - 1, shape.y2 - 1), (shape.cx, shape.y1)], fill=value)
 
 
 def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
