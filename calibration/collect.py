@@ -35,7 +35,8 @@ def collect_feeds(bundle_dir: Path, items: Sequence[CalibrationItem],
     from edgevlm.runtime.preprocess import Preprocessor
 
     bundle = load_bundle(bundle_dir)
-    limits = EngineLimits(max_batch=min(CALIBRATION_BATCH, bundle.limits.max_batch), image_cache_mb=0)
+    limits = EngineLimits(max_batch=min(CALIBRATION_BATCH, bundle.limits.max_batch), image_cache_mb=0,
+                          prefix_cache_mb=0)
     inner = create_backend("onnxruntime", bundle, max_step_tokens=limits.max_prefill_tokens,
                            max_rows=limits.max_batch)
     recorder = RecordingBackend(inner, bundle.architecture.num_layers)

@@ -24,6 +24,7 @@ from edgevlm.runtime.image_cache import ImageCache
 from edgevlm.runtime.image_encoder import ImageEncoder
 from edgevlm.runtime.kv_cache import KVLayout
 from edgevlm.runtime.limits import EngineLimits
+from edgevlm.runtime.prefix_cache import PrefixCache, PrefixEntry, prompt_key
 from edgevlm.runtime.preprocess import Preprocessor
 from edgevlm.runtime.sampling import SamplingState, TokenChoice, sample
 from edgevlm.runtime.scheduler import ScheduledBatch, Scheduler, SchedulerConfig
@@ -76,7 +77,9 @@ class Engine:
         )
         self.cache = backend.create_cache(layout)
         config = SchedulerConfig(limits.max_queue, limits.max_prefill_tokens)
-        self.scheduler = Scheduler(config, self.cache.table)
+        reuse = limits.prefix_cache_mb > 0 and self.cache.supports_prefix_reuse
+        self.prefix_cache = PrefixCache(limits.prefix_cache_mb) if reuse else None
+        self.scheduler = Scheduler(config, self.cache.table, self._reuse_prefix if reuse else None)
         self.image_cache = ImageCache(limits.image_cache_mb)
         self.images = ImageEncoder(
             backend, preprocessor, self.image_cache, limits.max_vision_patches, bundle.dtype
@@ -262,11 +265,38 @@ class Engine:
                 logprobs: tuple[TokenLogprob, ...] = ()) -> Event:
         """End a sequence: flush its text, free its KV row at once, build its last event."""
         text = prefix + ("" if reason in ("error", "cancelled") else seq.detokenizer.finish())
+        if reason != "error":
+            self._store_prefix(seq)
         seq.finish(reason, error)
         self.cache.apply(self.scheduler.release(seq))
         self._live.pop(seq.request_id, None)
         usage = Usage(prompt_tokens=seq.num_prompt, completion_tokens=len(seq.output_ids))
         return seq, StreamEvent(text=text, logprobs=logprobs, finish_reason=reason, usage=usage, error=error)
+
+    def _reuse_prefix(self, seq: Sequence) -> None:
+        """A newly admitted sequence starts after the longest stored prefix of its prompt (at
+        least one prompt token is left to compute: its logits give the first answer token)."""
+        assert self.prefix_cache is not None
+        entry, length = self.prefix_cache.match(prompt_key(seq.prompt), limit=len(seq.prompt) - 1)
+        if entry is None:
+            return
+        self.cache.write_prefix(self.cache.table.row(seq), entry.keys, entry.values, length)
+        self.cache.table.advance(seq, length)
+        seq.num_cached = seq.prefix_reused = length
+        index = seq.prompt.image_token_index
+        if len(index) and int(index[-1]) < length:
+            # Every image token is already cached: the encoder need not run.
+            seq.image_embeds = np.zeros((0, self.embed_table.shape[1]), self.bundle.dtype)
+
+    def _store_prefix(self, seq: Sequence) -> None:
+        """Keep a finished sequence's cached tokens (prompt + fed-back answer) for later prompts."""
+        if self.prefix_cache is None or seq not in self.cache.table:
+            return
+        table = self.cache.table
+        length = table.length(seq)
+        key = np.concatenate([prompt_key(seq.prompt), np.asarray(seq.output_ids, np.int64)])[:length]
+        keys, values = self.cache.read_prefix(table.row(seq), length)
+        self.prefix_cache.store(PrefixEntry(key, keys, values))
 
     def _logprobs(self, choice: TokenChoice) -> tuple[TokenLogprob, ...]:
         if choice.logprob is None:

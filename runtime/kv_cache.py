@@ -181,6 +181,9 @@ class RowTable:
 class KVCache:
     """The host arrays plus their RowTable. Writes and moves touch only the tokens concerned."""
 
+    # Prompt-prefix reuse copies rows out to host memory and back (runtime/prefix_cache.py).
+    supports_prefix_reuse = True
+
     def __init__(self, layout: KVLayout) -> None:
         self.layout = layout
         self.table = RowTable(layout.rows)
@@ -224,6 +227,18 @@ class KVCache:
             start, count = int(starts[b]), int(counts[b])
             self.keys[layer][first_row + b, :, start : start + count] = new_keys[b, :, :count]
             self.values[layer][first_row + b, :, start : start + count] = new_values[b, :, :count]
+
+    def read_prefix(self, row: int, length: int) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
+        """Copies of one row's first `length` tokens. # -> 2 x layers x [kv_heads, length, head_dim]"""
+        return (tuple(k[row, :, :length].copy() for k in self.keys),
+                tuple(v[row, :, :length].copy() for v in self.values))
+
+    def write_prefix(self, row: int, keys: tuple[np.ndarray, ...], values: tuple[np.ndarray, ...],
+                     length: int) -> None:
+        """Store the first `length` tokens of stored K/V at the start of `row`."""
+        for layer in range(len(self.keys)):
+            self.keys[layer][row, :, :length] = keys[layer][:, :length]
+            self.values[layer][row, :, :length] = values[layer][:, :length]
 
     def rows_view(self, layer: int, first_row: int, count: int) -> tuple[np.ndarray, np.ndarray]:
         """The contiguous block of rows a step binds. # -> 2 x [count, kv_heads, max_len, head_dim]"""

@@ -19,6 +19,7 @@ class EngineLimits:
     max_vision_patches: int = 1024
     max_images: int = 8  # images per request
     image_cache_mb: float = 64.0  # image-embedding LRU cache; 0 disables it
+    prefix_cache_mb: float = 64.0  # K/V of finished prompts for prefix reuse (LRU); 0 disables it
     threads: int = 0  # ONNX Runtime intra-op threads; 0 = its default (physical cores)
     verify_sha256: bool = False  # hash every bundle file at load
     skip_special_tokens: bool = False  # drop special tokens (e.g. box tags) from the output text
@@ -33,7 +34,7 @@ class EngineLimits:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be > 0, got {value}")
-        for name in ("max_queue", "image_cache_mb", "threads"):
+        for name in ("max_queue", "image_cache_mb", "prefix_cache_mb", "threads"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 

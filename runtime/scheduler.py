@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from edgevlm.runtime.kv_cache import RowMove, RowTable
@@ -49,9 +50,11 @@ class ScheduledBatch:
 
 
 class Scheduler:
-    def __init__(self, config: SchedulerConfig, table: RowTable) -> None:
+    def __init__(self, config: SchedulerConfig, table: RowTable,
+                 on_admit: Callable[[Sequence], None] | None = None) -> None:
         self.config = config
         self.table = table
+        self.on_admit = on_admit  # called once a sequence holds its row (prefix reuse)
         self.waiting: deque[Sequence] = deque()
         self._last_was_prefill = False
         self._mean_duration = 5.0  # seconds per request, smoothed; seeds retry_after
@@ -121,6 +124,8 @@ class Scheduler:
             seq = self.waiting.popleft()
             self.table.allocate(seq)
             seq.status = Status.PREFILL
+            if self.on_admit is not None:
+                self.on_admit(seq)
 
     def _prefill_batch(self, first_row: int) -> ScheduledBatch:
         budget = self.config.max_prefill_tokens

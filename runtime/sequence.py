@@ -40,6 +40,7 @@ class Sequence:
     finish_reason: FinishReason | None = None
     error: str | None = None
     first_token_time: float | None = None
+    prefix_reused: int = 0  # prompt tokens whose K/V came from the prefix cache
 
     @property
     def num_prompt(self) -> int:

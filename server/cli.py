@@ -36,6 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model-name", help="model id clients send (default: the bundle folder name)")
     p.add_argument("--max-queue", type=int, help="waiting requests before 429 (engine default if unset)")
     p.add_argument("--kv-cache-mb", type=float, help="KV cache budget in MiB (engine default if unset)")
+    p.add_argument("--prefix-cache-mb", type=float,
+                   help="MiB of finished prompts' K/V kept for prefix reuse, e.g. multi-turn (default 64; 0: off)")
     p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN", help="allow this browser origin")
     p.add_argument(
         "--allow-image-host",
@@ -95,6 +97,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError(f"--max-queue must be >= 0, got {args.max_queue}")
     if args.kv_cache_mb is not None and args.kv_cache_mb <= 0:
         raise UserError(f"--kv-cache-mb must be > 0, got {args.kv_cache_mb}")
+    if args.prefix_cache_mb is not None and args.prefix_cache_mb < 0:
+        raise UserError(f"--prefix-cache-mb must be >= 0, got {args.prefix_cache_mb}")
     if args.grace_period < 0:
         raise UserError(f"--grace-period must be >= 0, got {args.grace_period}")
 
@@ -117,7 +121,8 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     bundle, model_name = resolve_bundle(args)
     config = server_config(args, model_name)
-    factory = bundle_engine_factory(bundle, max_queue=args.max_queue, kv_cache_mb=args.kv_cache_mb)
+    factory = bundle_engine_factory(bundle, max_queue=args.max_queue, kv_cache_mb=args.kv_cache_mb,
+                                    prefix_cache_mb=args.prefix_cache_mb)
     app = create_app(config, factory)
     logging.getLogger("edgevlm.server").info(
         "serving %s as %r on http://%s:%d", bundle, model_name, args.host, args.port

@@ -34,9 +34,11 @@ class Engine(Protocol):
 EngineFactory = Callable[[], Engine]
 
 
-def bundle_engine_factory(bundle: Path, *, max_queue: int | None, kv_cache_mb: float | None) -> EngineFactory:
+def bundle_engine_factory(bundle: Path, *, max_queue: int | None, kv_cache_mb: float | None,
+                          prefix_cache_mb: float | None = None) -> EngineFactory:
     limits: dict[str, Any] = {
-        k: v for k, v in (("max_queue", max_queue), ("kv_cache_mb", kv_cache_mb)) if v is not None
+        k: v for k, v in (("max_queue", max_queue), ("kv_cache_mb", kv_cache_mb),
+                          ("prefix_cache_mb", prefix_cache_mb)) if v is not None
     }
 
     def build() -> Engine:

@@ -19,6 +19,7 @@ from edgevlm.runtime.kv_cache import KVCache, KVLayout, RowMove, RowTable
 
 
 class DeviceKVCache(KVCache):
+    supports_prefix_reuse = False  # its rows live on the GPU; host copies would cost more than prefill
     def __init__(self, layout: KVLayout, torch_dtype: Any, device: Any, stream: Any = None) -> None:
         import torch
 

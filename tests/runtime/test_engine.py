@@ -192,10 +192,11 @@ def test_chinese_streams_whole_characters(engine: Engine, samples) -> None:
         assert "".join(parts) == engine.preprocessor.decode(tokens)
 
 
-def test_follow_up_about_the_same_image_skips_the_vision_encoder(engine: Engine, samples) -> None:
+def test_follow_up_about_the_same_image_skips_the_vision_encoder(bundle_dir: Path, samples) -> None:
+    # The image-embedding cache alone (prefix reuse off: it would skip the encoder by itself).
+    engine = Engine.from_bundle(bundle_dir, max_batch=4, prefix_cache_mb=0)
     image = render(samples[7].scene)
     first_q = Message("user", (ImagePart(image), TextPart(samples[7].question)))
-    engine.image_cache.clear()
     calls, hits = engine.images.num_vision_calls, engine.stats().image_cache_hits
     first = engine.generate(GenerationRequest("turn1", (first_q,)))[0]
     assert engine.images.num_vision_calls == calls + 1

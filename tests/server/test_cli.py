@@ -27,7 +27,8 @@ def test_config_from_flags_and_env(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "argv", [("--port", "0"), ("--max-queue", "-1"), ("--kv-cache-mb", "0"), ("--grace-period", "-1")]
+    "argv", [("--port", "0"), ("--max-queue", "-1"), ("--kv-cache-mb", "0"), ("--prefix-cache-mb", "-1"),
+             ("--grace-period", "-1")]
 )
 def test_bad_flags_are_user_errors(argv):
     with pytest.raises(UserError):
