@@ -76,19 +76,30 @@ class DenseHeads(nn.Module):
         self.background = nn.Parameter(torch.randn(2, dim) * 0.02)  # "no shape here", per head
         self.scale = nn.Parameter(torch.tensor(10.0))
         self.box = nn.Linear(dim, 4)
+        # Read-out of the box's digits from the language model's hidden state at image tokens:
+        # hundreds (0-10) and tens (0-9) of x1, y1, x2, y2.
+        self.box_digits = nn.Linear(dim, 4 * 11 + 4 * 10)
 
-    def readout_loss(self, logits: torch.Tensor, targets: dict[str, torch.Tensor]) -> torch.Tensor:
+    def readout_loss(self, logits: torch.Tensor, hidden: torch.Tensor,
+                     targets: dict[str, torch.Tensor]) -> torch.Tensor:
         """At every image token over a shape, the language model's own output (its last hidden state
-        through lm_head) must name the shape and its colour (English words). The answer position
-        then only has to attend to the right image token and pass on what is already readable there,
-        instead of learning the read-out from one answer token per question."""
+        through lm_head) must name the shape and its colour (English words), and its hidden state
+        must give the digits of the shape's box. The answer position then only has to attend to the
+        right image token and pass on what is already readable there, instead of learning the
+        read-out from one answer per question."""
         covered = targets["covered"]
         if not covered.any():
             return logits.sum() * 0.0
         logits = logits[covered]
         colour_ids = torch.tensor([ids[0] for ids in self.colour_words])[targets["colour"][covered] - 1]
         shape_ids = torch.tensor([ids[0] for ids in self.shape_words])[targets["shape"][covered] - 1]
-        return nn.functional.cross_entropy(logits, colour_ids) + nn.functional.cross_entropy(logits, shape_ids)
+        loss = nn.functional.cross_entropy(logits, colour_ids) + nn.functional.cross_entropy(logits, shape_ids)
+        tens = torch.round(targets["box"][covered] * 100).long()  # [tokens, 4] in tens, 0..100
+        digits = self.box_digits(hidden[covered].float())
+        hundreds_logits = digits[:, : 4 * 11].reshape(-1, 4, 11)
+        tens_logits = digits[:, 4 * 11 :].reshape(-1, 4, 10)
+        loss = loss + nn.functional.cross_entropy(hundreds_logits.reshape(-1, 11), (tens // 10).reshape(-1))
+        return loss + nn.functional.cross_entropy(tens_logits.reshape(-1, 10), (tens % 10).reshape(-1))
 
     def _classes(self, embed: torch.Tensor, words: list[list[int]], background: torch.Tensor) -> torch.Tensor:
         names = torch.stack([embed[ids].mean(0) for ids in words])
@@ -272,7 +283,8 @@ def forward_losses(model, heads: DenseHeads, batch: dict[str, torch.Tensor], wit
     count = int(batch["num_questions"])
     per_q = torch.zeros(count).index_add_(0, question, token_loss)
     per_q = per_q / torch.zeros(count).index_add_(0, question, torch.ones_like(token_loss)).clamp(min=1)
-    readout = heads.readout_loss(model.lm_head(hidden[image_mask.squeeze(-1)]).float(), batch)
+    image_hidden = hidden[image_mask.squeeze(-1)]
+    readout = heads.readout_loss(model.lm_head(image_hidden).float(), image_hidden, batch)
     weight = batch["question_weight"]
     return {"dense": dense, "qa": (per_q * weight).sum() / weight.sum(), "readout": readout}
 
@@ -316,10 +328,11 @@ def _start(cfg: TrainConfig, model, heads: DenseHeads, optim) -> tuple[int, int,
         print(f"resumed at step {state['step']} ({state['elapsed'] / 60:.1f} min trained)", flush=True)
         return state["step"], state["seen"], state["elapsed"]
     if cfg.init_from is not None:
-        # Only the model's weights carry over: heads and optimiser start fresh, and the scene
-        # stream continues where the earlier run stopped so no scene is seen twice.
+        # The model's weights (and the heads' that still fit) carry over; the optimiser starts
+        # fresh, and the scene stream continues where the earlier run stopped.
         state = torch.load(cfg.init_from, weights_only=False)
         model.load_state_dict(state["model"])
+        heads.load_state_dict(_fitting(heads, state.get("heads", {})), strict=False)
         print(f"initialised from {cfg.init_from} (step {state['step']})", flush=True)
         return 0, state["seen"], 0.0
     return 0, 0, 0.0
@@ -357,6 +370,11 @@ def _record(log, record: dict) -> None:
     print(json.dumps(record), flush=True)
     log.write(json.dumps(record) + "\n")
     log.flush()
+
+
+def _fitting(module: nn.Module, saved: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    own = module.state_dict()
+    return {k: v for k, v in saved.items() if k in own and own[k].shape == v.shape}
 
 
 def train(cfg: TrainConfig) -> None:
