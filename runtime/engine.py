@@ -167,6 +167,8 @@ class Engine:
             image_cache_hits=self.image_cache.hits,
             image_cache_misses=self.image_cache.misses,
             num_cancelled=self.num_cancelled,
+            prefix_cache_hits=self.prefix_cache.hits if self.prefix_cache else 0,
+            prefix_cache_tokens=self.prefix_cache.tokens_reused if self.prefix_cache else 0,
         )
 
     # -- the step ----------------------------------------------------------------------------

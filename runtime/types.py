@@ -135,6 +135,8 @@ class EngineStats:
     image_cache_hits: int
     image_cache_misses: int
     num_cancelled: int
+    prefix_cache_hits: int = 0  # admitted prompts that started after a reused prefix
+    prefix_cache_tokens: int = 0  # prompt tokens whose prefill those reuses skipped
 
     @property
     def kv_usage(self) -> float:

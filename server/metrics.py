@@ -54,6 +54,10 @@ class EngineCollector(Collector):
         queries = stats.image_cache_hits + stats.image_cache_misses
         yield CounterMetricFamily(f"{PREFIX}image_cache_hits", "Image embedding cache hits", stats.image_cache_hits)
         yield CounterMetricFamily(f"{PREFIX}image_cache_queries", "Image embedding cache lookups", queries)
+        yield CounterMetricFamily(f"{PREFIX}prefix_cache_hits", "Prompts that reused a cached prefix's K/V",
+                                  stats.prefix_cache_hits)
+        yield CounterMetricFamily(f"{PREFIX}prefix_cache_tokens", "Prompt tokens whose prefill prefix reuse skipped",
+                                  stats.prefix_cache_tokens)
         yield CounterMetricFamily(
             f"{PREFIX}engine_requests_cancelled", "Requests the engine cancelled", stats.num_cancelled
         )

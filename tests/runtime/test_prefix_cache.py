@@ -74,8 +74,9 @@ def test_follow_up_reuses_the_first_turn_and_answers_the_same(engine: Engine, bu
     first = ask(engine, "p1", (first_q,))
     follow_up = (first_q, Message("assistant", (TextPart(first.detokenizer.text),)),
                  Message("user", (TextPart("How many shapes are there?"),)))
-    calls = engine.images.num_vision_calls
+    calls, hits = engine.images.num_vision_calls, engine.stats().prefix_cache_hits
     second = ask(engine, "p2", follow_up)
+    assert engine.stats().prefix_cache_hits == hits + 1
     # The whole first turn (template, image, question) was cached: no prefill of it, no encoder.
     assert second.prefix_reused > len(first.prompt) - 2
     assert engine.images.num_vision_calls == calls

@@ -195,6 +195,8 @@ def test_probes_metrics_models_openapi_and_page(fake_server):
             "edgevlm:num_requests_waiting",
             "edgevlm:kv_cache_usage_perc",
             "edgevlm:image_cache_hits_total",
+            "edgevlm:prefix_cache_hits_total",
+            "edgevlm:prefix_cache_tokens_total",
             "edgevlm:prompt_tokens_total",
             "edgevlm:generation_tokens_total",
             "edgevlm:time_to_first_token_seconds_bucket",
