@@ -23,26 +23,32 @@ def run(bundle: Path, workload: Workload, threads: int) -> dict:
         return GenerationRequest(request_id, (message,), SamplingParams(max_tokens=tokens, min_tokens=tokens))
 
     engine.generate(request("warmup", 999, 2))
-    cold, hit = [], []
+    cold, hit, prefix_hit = [], [], []
     for i in range(workload.repeats):
-        engine.image_cache.clear()  # the image is new to the engine
+        engine.clear_caches()  # the image (and the prompt) are new to the engine
         cold.append(_timed(lambda i=i: engine.generate(request(f"ttft{i}", 1000 + i, 1))))
+        # The image-embedding cache alone (the prompt is prefilled again): cold - this = the encoder.
+        if engine.prefix_cache is not None:
+            engine.prefix_cache.clear()
         hit.append(_timed(lambda i=i: engine.generate(request(f"hit{i}", 1000 + i, 1))))
+        # Both caches: the same image and prompt again reuse the prompt's K/V too.
+        prefix_hit.append(_timed(lambda i=i: engine.generate(request(f"again{i}", 1000 + i, 1))))
     decode = [_decode_ms_per_token(engine, request(f"dec{i}", 2000 + i, workload.decode_tokens))
               for i in range(workload.repeats)]
     throughput = {}
     for concurrency in workload.concurrency:
-        engine.image_cache.clear()
+        engine.clear_caches()
         batch = [request(f"c{concurrency}-{j}", 3000 + j, workload.decode_tokens) for j in range(concurrency)]
         seconds = _timed(lambda batch=batch: engine.generate(batch))
         throughput[str(concurrency)] = concurrency * workload.decode_tokens / seconds
-    engine.image_cache.clear()
+    engine.clear_caches()
     decode_rate = {str(c): _decode_tokens_per_s(engine, [request(f"d{c}-{j}", 4000 + j, 4 * workload.decode_tokens)
                                                          for j in range(c)]) for c in workload.concurrency}
     return {
         "load_s": load_s,
         "ttft_ms": 1000 * min(cold),
         "ttft_image_cache_hit_ms": 1000 * min(hit),
+        "ttft_prefix_cache_hit_ms": 1000 * min(prefix_hit),
         "decode_ms_per_token": min(decode),
         "tokens_per_s": throughput,
         "decode_tokens_per_s": decode_rate,

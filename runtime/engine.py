@@ -151,6 +151,12 @@ class Engine:
         self.num_cancelled += 1
         return self._finish(seq, "cancelled")
 
+    def clear_caches(self) -> None:
+        """Forget cached image embeddings and prompt prefixes (the next request starts cold)."""
+        self.image_cache.clear()
+        if self.prefix_cache is not None:
+            self.prefix_cache.clear()
+
     def live_request_ids(self) -> list[str]:
         return list(self._live)
 

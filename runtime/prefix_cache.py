@@ -58,6 +58,10 @@ class PrefixCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def clear(self) -> None:
+        self._entries.clear()
+        self.nbytes = 0
+
     def store(self, entry: PrefixEntry) -> None:
         """Keep an entry (replacing one with the same tokens); evict the oldest beyond the budget."""
         if len(entry.key) < MIN_TOKENS or entry.nbytes > self.max_bytes:

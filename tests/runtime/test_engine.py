@@ -222,7 +222,7 @@ def test_bad_image_errors_only_its_own_request(engine: Engine, samples, monkeypa
     monkeypatch.setattr(engine.preprocessor, "pixels", pixels)
     good = [sample_request(s, f"g{i}", MAX_NEW) for i, s in enumerate(samples[12:15])]
     expected = [r.token_ids for r in engine.generate(good)]
-    engine.image_cache.clear()  # the good images must go through the vision encoder with the bad one
+    engine.clear_caches()  # the good images must go through the vision encoder with the bad one
     bad = GenerationRequest("bad", (Message("user", (ImagePart(poison), TextPart("?"))),))
     results = engine.generate([good[0], bad, good[1], good[2]])
     assert results[1].finish_reason == "error" and "corrupt image" in results[1].error
@@ -282,7 +282,7 @@ def test_vision_encoder_batches_images_across_requests(engine: Engine) -> None:
     requests = [GenerationRequest(f"v{i}", (Message("user", (ImagePart(im), TextPart("describe the image."))),),
                                   SamplingParams(max_tokens=4)) for i, im in enumerate(images)]
     alone = [engine.generate(r)[0].token_ids for r in requests]
-    engine.image_cache.clear()
+    engine.clear_caches()
     calls = engine.images.num_vision_calls
     together = [r.token_ids for r in engine.generate(requests)]
     assert engine.images.num_vision_calls == calls + 1

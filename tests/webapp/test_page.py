@@ -60,7 +60,7 @@ def test_colour_in_english_then_count_in_chinese(
     expect(page.locator("#send")).to_have_text("发送")
     count = known_correct("count", "zh")
     upload_scene(page, count, tmp_path)
-    assert page.locator(".msg").count() == 0  # a new image starts a new conversation
+    expect(page.locator(".msg")).to_have_count(0)  # a new image starts a new conversation
     second = ask(page, count.question)
     assert "首个 token" in page.locator(".msg.assistant .meta").first.inner_text()
     page.screenshot(path=artifacts / "02-chinese-answer.png")
