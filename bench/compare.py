@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from edgevlm.bench.report import text_table
 from edgevlm.errors import UserError
 
 
@@ -73,11 +74,7 @@ def rows(figures: list[BundleFigures]) -> list[tuple[str, ...]]:
 
 def format_table(figures: list[BundleFigures]) -> str:
     header = ("bundle", "size (x first)", "TTFT (x first)", "vision encoder", "decode, batch 1")
-    table = [header, *rows(figures)]
-    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in table]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return "\n".join(text_table(header, rows(figures)))
 
 
 def write_outputs(figures: list[BundleFigures], out_dir: Path) -> list[Path]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -39,11 +40,17 @@ def rows(report: dict) -> list[tuple[str, str, str, str]]:
     return out
 
 
-def format_table(report: dict) -> str:
-    table = [("metric", "HF transformers", "runtime (ORT)", "runtime vs HF"), *rows(report)]
-    widths = [max(len(r[i]) for r in table) for i in range(4)]
+def text_table(header: tuple[str, ...], body: Sequence[tuple[str, ...]]) -> list[str]:
+    """Left-aligned columns, a dashed rule under the header."""
+    table = [header, *body]
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in table]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    return lines
+
+
+def format_table(report: dict) -> str:
+    lines = text_table(("metric", "HF transformers", "runtime (ORT)", "runtime vs HF"), rows(report))
     bw = report["bandwidth"]
     lines.append("")
     lines.append(
@@ -58,7 +65,7 @@ def format_table(report: dict) -> str:
     decode = runtime.get("decode_ms_per_token")
     if decode:
         lines.append(f"runtime decode at batch 1: {decode / bw['floor_ms_per_decode_step']:.2f} x the floor")
-    rates = report["sides"].get("runtime", {}).get("decode_tokens_per_s", {})
+    rates = runtime.get("decode_tokens_per_s", {})
     top = str(max(report["workload"]["concurrency"]))
     if rates.get("1") and rates.get(top):
         lines.append(f"runtime decode scaling: {top} concurrent = {rates[top] / rates['1']:.2f} x batch 1")

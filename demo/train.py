@@ -73,6 +73,9 @@ class DenseHeads(nn.Module):
         super().__init__()
         self.colour_words = colour_words
         self.shape_words = shape_words
+        # The English word of each class (plain tensors, not state): the read-out's targets.
+        self.colour_english = torch.tensor([ids[0] for ids in colour_words])
+        self.shape_english = torch.tensor([ids[0] for ids in shape_words])
         self.background = nn.Parameter(torch.randn(2, dim) * 0.02)  # "no shape here", per head
         self.scale = nn.Parameter(torch.tensor(10.0))
         self.box = nn.Linear(dim, 4)
@@ -91,8 +94,8 @@ class DenseHeads(nn.Module):
         if not covered.any():
             return logits.sum() * 0.0
         logits = logits[covered]
-        colour_ids = torch.tensor([ids[0] for ids in self.colour_words])[targets["colour"][covered] - 1]
-        shape_ids = torch.tensor([ids[0] for ids in self.shape_words])[targets["shape"][covered] - 1]
+        colour_ids = self.colour_english[targets["colour"][covered] - 1]
+        shape_ids = self.shape_english[targets["shape"][covered] - 1]
         loss = nn.functional.cross_entropy(logits, colour_ids) + nn.functional.cross_entropy(logits, shape_ids)
         tens = torch.round(targets["box"][covered] * 100).long()  # [tokens, 4] in tens, 0..100
         digits = self.box_digits(hidden[covered].float())
@@ -119,15 +122,15 @@ class DenseHeads(nn.Module):
         return loss
 
 
-def word_ids(tokenizer, names: list[str]) -> list[list[int]]:
-    return [list(tokenizer(name, add_special_tokens=False)["input_ids"]) for name in names]
+def name_ids(tokenizer, english: str, chinese: str) -> list[int]:
+    """Token ids of a class's English then Chinese name; the first is the English word."""
+    return [i for name in (english, chinese) for i in tokenizer(name, add_special_tokens=False)["input_ids"]]
 
 
 def dense_heads(model, tokenizer) -> DenseHeads:
-    colour_words = [word_ids(tokenizer, [c, COLOUR_ZH[c]]) for c in COLOURS]
-    shape_words = [word_ids(tokenizer, [k, SHAPE_ZH[k]]) for k in SHAPES]
-    flat = lambda groups: [[i for ids in g for i in ids] for g in groups]  # noqa: E731
-    return DenseHeads(model.config.text_config.hidden_size, flat(colour_words), flat(shape_words))
+    colour_words = [name_ids(tokenizer, c, COLOUR_ZH[c]) for c in COLOURS]
+    shape_words = [name_ids(tokenizer, k, SHAPE_ZH[k]) for k in SHAPES]
+    return DenseHeads(model.config.text_config.hidden_size, colour_words, shape_words)
 
 
 def dense_targets(sample: Sample) -> dict[str, np.ndarray]:

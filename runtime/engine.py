@@ -285,24 +285,21 @@ class Engine:
         """A newly admitted sequence starts after the longest stored prefix of its prompt (at
         least one prompt token is left to compute: its logits give the first answer token)."""
         assert self.prefix_cache is not None
-        entry, length = self.prefix_cache.match(prompt_key(seq.prompt), limit=len(seq.prompt) - 1)
+        seq.prefix_key = prompt_key(seq.prompt)
+        entry, length = self.prefix_cache.match(seq.prefix_key, limit=len(seq.prompt) - 1)
         if entry is None:
             return
         self.cache.write_prefix(self.cache.table.row(seq), entry.keys, entry.values, length)
         self.cache.table.advance(seq, length)
         seq.num_cached = seq.prefix_reused = length
-        index = seq.prompt.image_token_index
-        if len(index) and int(index[-1]) < length:
-            # Every image token is already cached: the encoder need not run.
-            seq.image_embeds = np.zeros((0, self.embed_table.shape[1]), self.bundle.dtype)
 
     def _store_prefix(self, seq: Sequence) -> None:
         """Keep a finished sequence's cached tokens (prompt + fed-back answer) for later prompts."""
-        if self.prefix_cache is None or seq not in self.cache.table:
+        if self.prefix_cache is None or seq.prefix_key is None or seq not in self.cache.table:
             return
         table = self.cache.table
         length = table.length(seq)
-        key = np.concatenate([prompt_key(seq.prompt), np.asarray(seq.output_ids, np.int64)])[:length]
+        key = np.concatenate([seq.prefix_key, np.asarray(seq.output_ids, np.int64)])[:length]
         keys, values = self.cache.read_prefix(table.row(seq), length)
         self.prefix_cache.store(PrefixEntry(key, keys, values))
 

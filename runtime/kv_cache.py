@@ -204,25 +204,21 @@ class KVCache:
         """Store one layer's new K/V at each row's own length.
         # new_keys, new_values: [batch, kv_heads, seq, head_dim]; starts, counts: [batch]"""
         where = _decode_where(first_row, starts, counts, new_keys.shape[2])
-        if where is None:
-            self._write_rows(layer, first_row, starts, counts, new_keys, new_values)
-        else:
-            self.keys[layer][where] = new_keys[:, :, 0]
-            self.values[layer][where] = new_values[:, :, 0]
+        self._write_layer(layer, where, first_row, starts, counts, new_keys, new_values)
 
     def write_all(self, first_row: int, starts: np.ndarray, counts: np.ndarray,
                   new: list[tuple[np.ndarray, np.ndarray]]) -> None:
         """Store a step's new K/V of every layer (new[layer] = (keys, values)) at each row's length."""
         where = _decode_where(first_row, starts, counts, new[0][0].shape[2])
         for layer, (keys, values) in enumerate(new):
-            if where is None:
-                self._write_rows(layer, first_row, starts, counts, keys, values)
-            else:
-                self.keys[layer][where] = keys[:, :, 0]
-                self.values[layer][where] = values[:, :, 0]
+            self._write_layer(layer, where, first_row, starts, counts, keys, values)
 
-    def _write_rows(self, layer: int, first_row: int, starts: np.ndarray, counts: np.ndarray,
-                    new_keys: np.ndarray, new_values: np.ndarray) -> None:
+    def _write_layer(self, layer: int, where: tuple | None, first_row: int, starts: np.ndarray,
+                     counts: np.ndarray, new_keys: np.ndarray, new_values: np.ndarray) -> None:
+        if where is not None:  # decode: one token per row, one store per array
+            self.keys[layer][where] = new_keys[:, :, 0]
+            self.values[layer][where] = new_values[:, :, 0]
+            return
         for b in range(len(starts)):
             start, count = int(starts[b]), int(counts[b])
             self.keys[layer][first_row + b, :, start : start + count] = new_keys[b, :, :count]

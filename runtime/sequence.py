@@ -41,6 +41,7 @@ class Sequence:
     error: str | None = None
     first_token_time: float | None = None
     prefix_reused: int = 0  # prompt tokens whose K/V came from the prefix cache
+    prefix_key: np.ndarray | None = None  # the prompt's prefix-cache key, made once at admission
 
     @property
     def num_prompt(self) -> int:
@@ -56,7 +57,11 @@ class Sequence:
 
     @property
     def needs_images(self) -> bool:
-        return self.status is Status.PREFILL and bool(self.prompt.images) and self.image_embeds is None
+        """Image embeddings are needed while some image token's K/V is not cached yet (a reused
+        prefix may already hold every one)."""
+        index = self.prompt.image_token_index
+        return (self.status is Status.PREFILL and self.image_embeds is None and len(index) > 0
+                and int(index[-1]) >= self.num_cached)
 
     @property
     def is_finished(self) -> bool:

@@ -109,6 +109,13 @@ class OnnxRuntimeBackend(Backend):
             _bind(binding.bind_input, name, array)
         return arrays
 
+    def _bind_cache(self, binding, step: DecoderStep, cache: KVCache) -> None:
+        """The step's block of cache rows as the past_* inputs, in place (no copy)."""
+        for layer in range(self.num_layers):
+            keys, values = cache.rows_view(layer, step.first_row, step.batch)
+            _bind(binding.bind_input, f"past_key_{layer}", keys)
+            _bind(binding.bind_input, f"past_value_{layer}", values)
+
     def _binding(self, step: DecoderStep, cache: KVCache) -> tuple[Any, list[tuple[np.ndarray, np.ndarray]]]:
         """An IO binding with the cache rows and the output buffers of this step's shape bound.
         Rule: those pointers depend only on (cache, first_row, batch, seq), so a binding is made
@@ -119,10 +126,7 @@ class OnnxRuntimeBackend(Backend):
             self._bindings.move_to_end(key)
             return self._bindings[key]
         binding = self.decoder.io_binding()
-        for layer in range(self.num_layers):
-            keys, values = cache.rows_view(layer, step.first_row, step.batch)
-            _bind(binding.bind_input, f"past_key_{layer}", keys)
-            _bind(binding.bind_input, f"past_value_{layer}", values)
+        self._bind_cache(binding, step, cache)
         _bind(binding.bind_output, "logits", self._logits[: step.batch])
         presents = self._present_views(step, cache.layout.kv_heads, cache.layout.head_dim)
         for layer, (keys, values) in enumerate(presents):
@@ -143,10 +147,7 @@ class OnnxRuntimeBackend(Backend):
         """A step larger than the reused buffers: ONNX Runtime allocates the outputs."""
         binding = self.decoder.io_binding()
         bound = self._bind_inputs(binding, step)
-        for layer in range(self.num_layers):
-            keys, values = cache.rows_view(layer, step.first_row, step.batch)
-            _bind(binding.bind_input, f"past_key_{layer}", keys)
-            _bind(binding.bind_input, f"past_value_{layer}", values)
+        self._bind_cache(binding, step, cache)
         names = ["logits"] + [f"present_{kv}_{i}" for i in range(self.num_layers) for kv in ("key", "value")]
         for name in names:
             binding.bind_output(name, "cpu")
