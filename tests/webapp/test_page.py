@@ -211,6 +211,8 @@ def test_settings_persist_and_page_is_labelled(page: Page, web_server, browser, 
     page.get_by_label("System prompt").fill("Answer briefly.")
     page.screenshot(path=artifacts / "08-settings.png")
     page.get_by_role("button", name="Save").click()
+    # The dialog's "close" event (which saves) is dispatched as a later task than the click.
+    page.wait_for_function("localStorage.getItem('edgevlm.settings') !== null")
     stored = page.evaluate("[localStorage.getItem('edgevlm.apiKey'), localStorage.getItem('edgevlm.settings')]")
     assert stored[0] == "k-123" and json.loads(stored[1])["maxTokens"] == 99
     for name in ("New chat", "Settings", "Send"):
