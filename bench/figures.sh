@@ -60,9 +60,14 @@ fi
 if [[ $STEPS == *serve* ]]; then
     # The reference article's load table (issue 5): the runtime up to 64 concurrent requests, then the
     # naive design (HF generate, one request at a time) up to 16 (beyond, it only queues longer).
+    # Every level gets new images (bench/serve_workload.py): `upload` one question per image,
+    # `chat` four questions per image (the image cache serves the follow-ups).
     step serve "$OUT/serve/bench-serve.json" \
         "$EDGEVLM" bench serve --bundle "$OUT/demo-fp32" --concurrency 1,4,8,16,32,64 --max-queue 256 \
         --out "$OUT/serve"
+    step serve-chat "$OUT/serve-chat/bench-serve.json" \
+        "$EDGEVLM" bench serve --bundle "$OUT/demo-fp32" --concurrency 1,4,8,16,32,64 --max-queue 256 \
+        --workload chat --out "$OUT/serve-chat"
     step serve-hf "$OUT/serve-hf/bench-serve.json" \
         "$EDGEVLM" bench serve --bundle "$OUT/demo-fp32" --concurrency 1,4,8,16 --baseline hf \
         --out "$OUT/serve-hf"

@@ -56,6 +56,7 @@ def run(bundle: Path, workload: Workload, threads: int) -> dict:
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "kv_cache_mb": engine.cache.layout.nbytes / (1 << 20),
         "providers": getattr(engine.backend, "providers", []),
+        "graph_files": {g: p.name for g, p in getattr(engine.backend, "graph_files", {}).items()},
     }
 
 

@@ -9,7 +9,6 @@ Standard library + Pillow only, so it runs wherever the server runs.
 from __future__ import annotations
 
 import argparse
-import base64
 import http.client
 import json
 import socket
@@ -21,10 +20,10 @@ import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from io import BytesIO
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from edgevlm.bench.serve_workload import WORKLOADS, Workload
 from edgevlm.errors import UserError
 
 
@@ -65,6 +64,8 @@ def register_serve(bench_subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--concurrency", default="1,4,8,16,32,64", help="comma-separated levels")
     p.add_argument("--requests", type=int, default=0, help="requests per level (default max(16, 2 x level))")
     p.add_argument("--max-tokens", type=int, default=48, help="max_tokens per request")
+    p.add_argument("--workload", choices=WORKLOADS, default="upload",
+                   help="upload: every request a new image; chat: 4 questions per new image (serve_workload.py)")
     p.add_argument("--max-queue", type=int, help="--max-queue for the server this command starts")
     p.add_argument("--api-key", help="bearer key for the server")
     p.add_argument("--baseline", choices=["hf"], help="also measure a naive transformers server")
@@ -85,31 +86,6 @@ def parse_levels(text: str) -> list[int]:
 
 
 # --- requests -----------------------------------------------------------------------------------
-def demo_bodies(model: str, count: int, max_tokens: int) -> list[bytes]:
-    from edgevlm.demo.questions import heldout_set
-    from edgevlm.demo.shapes import render
-
-    bodies = []
-    for sample in heldout_set(count):
-        buffer = BytesIO()
-        render(sample.scene).save(buffer, "PNG")
-        url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
-        content = [
-            {"type": "image_url", "image_url": {"url": url}},
-            {"type": "text", "text": sample.question},
-        ]
-        body = {
-            "model": model,
-            "messages": [{"role": "user", "content": content}],
-            "max_tokens": max_tokens,
-            "temperature": 0,
-            "stream": True,
-            "stream_options": {"include_usage": True},
-        }
-        bodies.append(json.dumps(body).encode())
-    return bodies
-
-
 def one_request(url: str, body: bytes, api_key: str | None, timeout: float) -> Outcome:
     parts = urlsplit(url)
     connection_type = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
@@ -206,15 +182,11 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def run_level(target: Target, bodies: list[bytes], concurrency: int, count: int, timeout: float) -> LevelResult:
+def run_level(target: Target, bodies: list[bytes], concurrency: int, timeout: float) -> LevelResult:
+    count = len(bodies)
     with PeakRSS(target.url, target.pid, target.api_key) as rss, ThreadPoolExecutor(concurrency) as pool:
         started = time.perf_counter()
-        outcomes = list(
-            pool.map(
-                lambda i: one_request(target.url, bodies[i % len(bodies)], target.api_key, timeout),
-                range(count),
-            )
-        )
+        outcomes = list(pool.map(lambda body: one_request(target.url, body, target.api_key, timeout), bodies))
         wall = time.perf_counter() - started
     good = [o for o in outcomes if not o.error]
     latencies = [o.latency_s for o in good]
@@ -252,12 +224,12 @@ def model_id(target: Target) -> str:
 
 
 def bench(target: Target, levels: list[int], args: argparse.Namespace) -> list[LevelResult]:
-    bodies = demo_bodies(model_id(target), 64, args.max_tokens)
-    one_request(target.url, bodies[0], target.api_key, args.timeout)  # warm the caches
+    workload = Workload(args.workload, model_id(target), args.max_tokens)
+    one_request(target.url, workload.bodies(1)[0], target.api_key, args.timeout)  # warm the code paths
     results = []
     for level in levels:
         count = args.requests or max(16, 2 * level)
-        result = run_level(target, bodies, level, count, args.timeout)
+        result = run_level(target, workload.bodies(count), level, args.timeout)
         print(format_row(target.name, result), flush=True)
         results.append(result)
     return results

@@ -46,13 +46,19 @@ def graph_files(manifest: dict[str, Any]) -> set[str]:
     return names | {f"{name}.data" for name in names}
 
 
-def copy_assets(bundle_dir: Path, manifest: dict[str, Any], staging: Path) -> list[str]:
-    """Copy every file of the bundle except its graphs and manifest; returns the names copied.
-    Hidden files are tools' stamps (the server's demo-bundle cache marker), not bundle content."""
-    skip = graph_files(manifest) | {MANIFEST}
+def cpu_form_name(graph_file: str) -> str:
+    """`decoder.onnx` -> `decoder.cpu.onnx` (calibration/cpu_form.py)."""
+    return f"{Path(graph_file).stem}.cpu.onnx"
+
+
+def copy_assets(bundle_dir: Path, manifest: dict[str, Any], staging: Path,
+                skip: frozenset[str] = frozenset()) -> list[str]:
+    """Copy every file of the bundle except its graphs, its manifest and `skip`; returns the names
+    copied. Hidden files are tools' stamps (the server's demo-bundle cache marker), not bundle content."""
+    skipped = graph_files(manifest) | {MANIFEST} | set(skip)
     copied = []
     for path in sorted(bundle_dir.iterdir()):
-        if path.is_file() and path.name not in skip and not path.name.startswith("."):
+        if path.is_file() and path.name not in skipped and not path.name.startswith("."):
             shutil.copy2(path, staging / path.name)
             copied.append(path.name)
     return copied
@@ -67,11 +73,12 @@ def copy_graph(bundle_dir: Path, manifest: dict[str, Any], graph: str, staging: 
 
 
 def graph_bytes(folder: Path, manifest: dict[str, Any]) -> dict[str, int]:
-    """Bytes per graph (graph file + external data) and in total, for the manifest."""
+    """Bytes per graph (graph file, its external data, its CPU form) and in total, for the manifest."""
     sizes = {}
     for graph in GRAPHS:
         name = manifest["graphs"][graph]["file"]
-        sizes[graph] = sum((folder / f).stat().st_size for f in (name, f"{name}.data") if (folder / f).is_file())
+        files = (name, f"{name}.data", cpu_form_name(name))
+        sizes[graph] = sum((folder / f).stat().st_size for f in files if (folder / f).is_file())
     sizes["total"] = sizes["vision"] + sizes["decoder"]
     return sizes
 
@@ -90,6 +97,10 @@ def write_manifest(staging: Path, source: dict[str, Any], quantization: dict[str
     manifest["created"] = schema.now_iso()
     manifest["tool_versions"] = {**source.get("tool_versions", {}), **schema.tool_versions()}
     manifest["graphs"] = {g: schema.graph_signature(staging / source["graphs"][g]["file"]) for g in GRAPHS}
+    for entry in manifest["graphs"].values():
+        cpu = cpu_form_name(entry["file"])
+        if (staging / cpu).is_file():  # it reads the graph's own external data file
+            entry["cpu_form"] = {"file": cpu, "external_data": entry["external_data"]}
     names = [p.name for p in staging.iterdir() if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")]
     manifest["files"] = schema.file_entries(staging, names)
     manifest["quantization"] = quantization

@@ -3,7 +3,7 @@ the same questions, or quantize refuses it (and writes nothing) unless the user 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from edgevlm.calibration.scoring import Score
@@ -22,6 +22,7 @@ class GateResult:
     quantized: Score
     max_drop: float
     allowed: bool  # --allow-accuracy-drop
+    forms: dict[str, Score] = field(default_factory=dict)  # every form scored; `quantized` is the worst
 
     @property
     def drop(self) -> float:
@@ -53,4 +54,5 @@ class GateResult:
             "max_drop_points": self.max_drop,
             "passed": self.passed,
             "drop_allowed": self.allowed,
+            "forms": {name: score.as_dict() for name, score in self.forms.items()},
         }

@@ -54,24 +54,26 @@ def describe_eval(limit: int | None, eval_file: Path | None) -> str:
     return f"demo held-out questions 1-{min(limit or HELDOUT_SIZE, HELDOUT_SIZE)} of {HELDOUT_SIZE}"
 
 
-def score_bundle(bundle_dir: Path, limit: int | None, eval_file: Path | None, memo: bool = False) -> Score:
-    """The bundle's score; with `memo`, remembered for this process by the bundle's manifest digest
-    and the questions (quantizing one source several ways scores the source once)."""
-    key = (_manifest_digest(bundle_dir), limit, None if eval_file is None else str(eval_file.absolute()))
+def score_bundle(bundle_dir: Path, limit: int | None, eval_file: Path | None, memo: bool = False,
+                 cpu_form: bool = True) -> Score:
+    """The bundle's score (`cpu_form=False`: its Q/DQ graphs, see Engine.from_bundle); with `memo`,
+    remembered for this process by the bundle's manifest digest and the questions (quantizing one
+    source several ways scores the source once)."""
+    key = (_manifest_digest(bundle_dir), limit, None if eval_file is None else str(eval_file.absolute()), cpu_form)
     if memo and key in _MEMO:
         return _MEMO[key]
     start = time.perf_counter()
     if eval_file is None:
-        correct, total = _score_demo(bundle_dir, limit)
+        correct, total = _score_demo(bundle_dir, limit, cpu_form)
     else:
-        correct, total = _score_file(bundle_dir, read_eval_file(eval_file)[:limit])
+        correct, total = _score_file(bundle_dir, read_eval_file(eval_file)[:limit], cpu_form)
     result = Score(correct, total, time.perf_counter() - start)
     if memo:
         _MEMO[key] = result
     return result
 
 
-_MEMO: dict[tuple[str, int | None, str | None], Score] = {}
+_MEMO: dict[tuple[str, int | None, str | None, bool], Score] = {}
 
 
 def _manifest_digest(bundle_dir: Path) -> str:
@@ -79,25 +81,25 @@ def _manifest_digest(bundle_dir: Path) -> str:
     return hashlib.sha256((bundle_dir / "manifest.json").read_bytes()).hexdigest()
 
 
-def _score_demo(bundle_dir: Path, limit: int | None) -> tuple[int, int]:
+def _score_demo(bundle_dir: Path, limit: int | None, cpu_form: bool) -> tuple[int, int]:
     from edgevlm.demo.bundle_backend import load_bundle_backend
     from edgevlm.demo.evaluate import HELDOUT_SIZE, EvalConfig, run_backend, score
 
     config = EvalConfig(limit=min(limit or HELDOUT_SIZE, HELDOUT_SIZE), batch_size=EVAL_BATCH,
                         max_new_tokens=MAX_NEW_TOKENS)
     samples = config.samples()
-    answer = load_bundle_backend(bundle_dir, config.max_new_tokens)
+    answer = load_bundle_backend(bundle_dir, config.max_new_tokens, cpu_form)
     run = run_backend("bundle", str(bundle_dir), samples, answer, config.batch_size)
     overall = score(samples, run.answers).overall
     return overall.correct, overall.total
 
 
-def _score_file(bundle_dir: Path, items: Sequence[EvalItem]) -> tuple[int, int]:
+def _score_file(bundle_dir: Path, items: Sequence[EvalItem], cpu_form: bool) -> tuple[int, int]:
     from edgevlm.calibration.calib_data import load_image
     from edgevlm.runtime.engine import Engine
     from edgevlm.runtime.types import GenerationRequest, ImagePart, Message, SamplingParams, TextPart
 
-    engine = Engine.from_bundle(bundle_dir)
+    engine = Engine.from_bundle(bundle_dir, cpu_form=cpu_form)
     requests = [
         GenerationRequest(f"eval-{i}", (Message("user", (ImagePart(load_image(item.image)), TextPart(item.prompt))),),
                           SamplingParams(max_tokens=MAX_NEW_TOKENS))

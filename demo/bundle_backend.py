@@ -21,11 +21,12 @@ def check_bundle(bundle_dir: Path) -> None:
         raise UserError(f"not an edgevlm bundle (no manifest.json): {bundle_dir}")
 
 
-def load_bundle_backend(bundle_dir: Path, max_new_tokens: int) -> AnswerBatch:
-    """`answer_batch(samples) -> answers` through an ONNX Runtime engine on this bundle."""
+def load_bundle_backend(bundle_dir: Path, max_new_tokens: int, cpu_form: bool = True) -> AnswerBatch:
+    """`answer_batch(samples) -> answers` through an ONNX Runtime engine on this bundle
+    (`cpu_form`: see Engine.from_bundle)."""
     check_bundle(bundle_dir)
     from edgevlm.runtime.demo_answers import answer_batch
     from edgevlm.runtime.engine import Engine
 
-    engine = Engine.from_bundle(bundle_dir)
+    engine = Engine.from_bundle(bundle_dir, cpu_form=cpu_form)
     return functools.partial(answer_batch, engine, max_new_tokens=max_new_tokens)

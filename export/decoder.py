@@ -51,9 +51,13 @@ def axes(num_layers: int) -> dict[str, dict[int, str]]:
 
 
 def rotate_half_interleaved(x: torch.Tensor) -> torch.Tensor:
-    """GLM's `rotate_half_llm`: pairs (x0, x1), (x2, x3) ... -> (-x1, x0), (-x3, x2) ..."""
-    pairs = x.unflatten(-1, (-1, 2))
-    return torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
+    """GLM's `rotate_half_llm`: pairs (x0, x1), (x2, x3) ... -> (-x1, x0), (-x3, x2) ...
+
+    Written as flip-each-pair times (-1, +1): a reversed Slice and one Mul in ONNX (exact, the
+    signs are +-1) instead of the split / negate / stack / concat chain of the literal form."""
+    pairs = x.unflatten(-1, (-1, 2)).flip(-1)
+    sign = torch.tensor([-1.0, 1.0], dtype=x.dtype)
+    return (pairs * sign).flatten(-2)
 
 
 def mrope_axes(mrope_section: list[int], rotary_dim: int) -> torch.Tensor:
@@ -163,10 +167,16 @@ class Decoder(nn.Module):
         return (logits, *presents)
 
     def rotary(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        # position_ids: [3, batch, seq] -> cos, sin: [batch, 1, seq, rotary_dim] in the model dtype
+        # position_ids: [3, batch, seq] -> cos, sin: [batch, 1, seq, head_dim] in the model dtype
         positions = position_ids.index_select(0, self.rotary_axes)  # [rotary_dim, batch, seq]
         angles = positions.permute(1, 2, 0).to(torch.float32) * self.inv_freq
-        return angles.cos().to(dtype).unsqueeze(1), angles.sin().to(dtype).unsqueeze(1)
+        # Partial rotary over the whole head: the channels past rotary_dim get cos 1 and sin 0,
+        # so x * cos + rotate(x) * sin leaves them exactly as they are, without slicing each
+        # head into rotated and kept parts and concatenating them again in every layer.
+        keep = self.head_dim - self.rotary_dim
+        cos = torch.nn.functional.pad(angles.cos(), (0, keep), value=1.0)
+        sin = torch.nn.functional.pad(angles.sin(), (0, keep), value=0.0)
+        return cos.to(dtype).unsqueeze(1), sin.to(dtype).unsqueeze(1)
 
     def layer(
         self,
@@ -216,6 +226,5 @@ class Decoder(nn.Module):
         return attn.o_proj(out), k, v
 
     def apply_rotary(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        # x: [batch, heads, seq, head_dim]; partial rotary: only the first rotary_dim channels turn
-        rot, rest = x[..., : self.rotary_dim], x[..., self.rotary_dim :]
-        return torch.cat((rot * cos + rotate_half_interleaved(rot) * sin, rest), dim=-1)
+        # x: [batch, heads, seq, head_dim]; cos/sin cover the whole head (1 / 0 past rotary_dim)
+        return x * cos + rotate_half_interleaved(x) * sin

@@ -84,9 +84,13 @@ class Bundle:
     decoder_file: Path
     manifest: dict[str, Any]
 
+    vision_cpu_file: Path | None = None  # the int8 graphs' ONNX Runtime CPU form (calibration/cpu_form.py)
+    decoder_cpu_file: Path | None = None
+
     @property
-    def embed_file(self) -> Path:
-        return self.path / "embed_tokens.npy"
+    def embed_entry(self) -> dict[str, Any]:
+        """The manifest's `embed_tokens` entry (file, dtype, scales): see runtime/embed_table.py."""
+        return self.manifest.get("embed_tokens") or {"file": "embed_tokens.npy"}
 
 
 def load_bundle(path: str | Path, verify_sha256: bool = False) -> Bundle:
@@ -112,7 +116,19 @@ def load_bundle(path: str | Path, verify_sha256: bool = False) -> Bundle:
         vision_file=root / graphs["vision"]["file"],
         decoder_file=root / graphs["decoder"]["file"],
         manifest=manifest,
+        vision_cpu_file=_cpu_form(root, graphs["vision"]),
+        decoder_cpu_file=_cpu_form(root, graphs["decoder"]),
     )
+
+
+def _cpu_form(root: Path, graph: dict[str, Any]) -> Path | None:
+    form = graph.get("cpu_form")
+    if not form:
+        return None
+    path = root / _require(form, "file")
+    if not path.is_file():
+        raise BundleError(f"bundle {root}: missing file {path.name}")
+    return path
 
 
 def _read_manifest(root: Path) -> dict[str, Any]:

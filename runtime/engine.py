@@ -20,6 +20,7 @@ from edgevlm.runtime.backends import create_backend
 from edgevlm.runtime.backends.base import Backend
 from edgevlm.runtime.bundle import Bundle, load_bundle
 from edgevlm.runtime.detokenizer import Detokenizer
+from edgevlm.runtime.embed_table import EmbedTable
 from edgevlm.runtime.image_cache import ImageCache
 from edgevlm.runtime.image_encoder import ImageEncoder
 from edgevlm.runtime.kv_cache import KVLayout
@@ -85,22 +86,24 @@ class Engine:
             backend, preprocessor, self.image_cache, limits.max_vision_patches, bundle.dtype
         )
         # Memory-mapped: only the rows of the step's tokens are read.
-        self.embed_table = np.load(bundle.embed_file, mmap_mode="r")
+        self.embed_table = EmbedTable.load(bundle.path, bundle.embed_entry)
         self.eos_token_ids = frozenset(bundle.tokens.eos_token_ids)
         self._live: dict[str, Sequence] = {}
         self.num_cancelled = 0
 
     @classmethod
     def from_bundle(
-        cls, path: str | Path, backend: str = "onnxruntime", device: str = "cpu", **limits
+        cls, path: str | Path, backend: str = "onnxruntime", device: str = "cpu", cpu_form: bool = True, **limits
     ) -> Engine:
-        """Load a bundle and build the engine; `limits` are EngineLimits fields."""
+        """Load a bundle and build the engine; `limits` are EngineLimits fields. `cpu_form=False`
+        makes ONNX Runtime run an int8 bundle's Q/DQ graphs (the TensorRT form) even on the CPU."""
         engine_limits = EngineLimits.from_kwargs(**limits)
         bundle = load_bundle(path, verify_sha256=engine_limits.verify_sha256)
         rows = engine_limits.max_batch or bundle.limits.max_batch
+        options = {"cpu_form": cpu_form} if backend == "onnxruntime" else {}
         runner = create_backend(
             backend, bundle, device=device, threads=engine_limits.threads,
-            max_step_tokens=engine_limits.max_prefill_tokens, max_rows=rows,
+            max_step_tokens=engine_limits.max_prefill_tokens, max_rows=rows, **options,
         )
         preprocessor = Preprocessor.from_dir(bundle.path, bundle.tokens.image_token_id)
         return cls(bundle, runner, preprocessor, engine_limits)

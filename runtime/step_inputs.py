@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgevlm.runtime.backends.base import DecoderStep
+from edgevlm.runtime.embed_table import EmbedTable
 from edgevlm.runtime.scheduler import ScheduledBatch
 
 
@@ -26,7 +27,7 @@ def attention_bias(starts: np.ndarray, counts: np.ndarray, seq: int) -> np.ndarr
     return np.where(visible, np.float32(0), np.float32(-np.inf)).astype(np.float32)[:, None]
 
 
-def decoder_step(batch: ScheduledBatch, embed_table: np.ndarray, dtype: np.dtype) -> DecoderStep:
+def decoder_step(batch: ScheduledBatch, embed_table: EmbedTable, dtype: np.dtype) -> DecoderStep:
     """# embed_table: [vocab, hidden] -> DecoderStep for rows first_row .. first_row + len(seqs)"""
     seqs = batch.seqs
     size, seq = len(seqs), max(batch.num_new)
@@ -41,7 +42,7 @@ def decoder_step(batch: ScheduledBatch, embed_table: np.ndarray, dtype: np.dtype
         else:
             ids[b, 0] = s.output_ids[-1]
             positions[:, b, 0] = start + s.prompt.rope_delta
-    embeds = np.asarray(embed_table[ids], dtype=dtype)  # [batch, seq, hidden]
+    embeds = embed_table.rows(ids, dtype)  # [batch, seq, hidden]
     if batch.is_prefill:
         for b, (s, start, count) in enumerate(zip(seqs, starts.tolist(), batch.num_new, strict=True)):
             _place_image_embeds(embeds[b], s, start, count)

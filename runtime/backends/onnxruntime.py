@@ -10,6 +10,7 @@ zero-copy; device-resident caches are the TensorRT backend's job, BUNDLE.md).
 from __future__ import annotations
 
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,11 +40,21 @@ def select_providers(device: str, available: list[str]) -> list[str]:
     return [p for p in GPU_PREFERENCE if p in available] + ["CPUExecutionProvider"]
 
 
+def graph_files(bundle: Bundle, providers: list[str], cpu_form: bool = True) -> dict[str, Path]:
+    """The graph each session loads: an int8 bundle's CPU form on the CPU provider alone (the
+    TensorRT form's int8 activations do not fuse into integer kernels there), else the graph."""
+    cpu_only = cpu_form and providers == ["CPUExecutionProvider"]
+    return {
+        "vision": bundle.vision_cpu_file if cpu_only and bundle.vision_cpu_file else bundle.vision_file,
+        "decoder": bundle.decoder_cpu_file if cpu_only and bundle.decoder_cpu_file else bundle.decoder_file,
+    }
+
+
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
     def __init__(self, bundle: Bundle, device: str = "cpu", threads: int = 0, max_step_tokens: int = 512,
-                 max_rows: int = 16) -> None:
+                 max_rows: int = 16, cpu_form: bool = True) -> None:
         import onnxruntime as ort
 
         self.providers = select_providers(device, ort.get_available_providers())
@@ -51,11 +62,12 @@ class OnnxRuntimeBackend(Backend):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads
         options.log_severity_level = 3
-        self.decoder = ort.InferenceSession(str(bundle.decoder_file), options, providers=self.providers)
+        self.graph_files = graph_files(bundle, self.providers, cpu_form)
+        self.decoder = ort.InferenceSession(str(self.graph_files["decoder"]), options, providers=self.providers)
         # Vision calls are rare and their buffers large and of varying size (patches^2 attention):
         # without the arena they are returned to the system after each call instead of kept.
         options.enable_cpu_mem_arena = False
-        self.vision = ort.InferenceSession(str(bundle.vision_file), options, providers=self.providers)
+        self.vision = ort.InferenceSession(str(self.graph_files["vision"]), options, providers=self.providers)
         self.dtype = bundle.dtype
         self.num_layers = bundle.architecture.num_layers
         self._check_decoder_io()

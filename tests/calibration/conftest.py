@@ -58,6 +58,6 @@ def int8_bundle(bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 def int4_bundle(bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("int4") / "bundle"
     code = quantize("--bundle", str(bundle_dir), "--out", str(out), "--mode", "int4",
-                    "--eval-limit", str(EVAL_LIMIT))
+                    "--samples", str(SAMPLES), "--eval-limit", str(EVAL_LIMIT))
     assert code == 0, "edgevlm quantize --mode int4 failed"
     return out

@@ -17,17 +17,24 @@ def test_decoder_matmuls_are_4_bit_blocks(int4_bundle: Path) -> None:
     assert nbits
     for node in nbits:
         attrs = {a.name: a.i for a in node.attribute}
-        assert attrs["bits"] == 4 and attrs["block_size"] == 32
+        assert attrs["bits"] == 4 and attrs["block_size"] == 32 and attrs["accuracy_level"] == 4
     q = json.loads((int4_bundle / "manifest.json").read_text())["quantization"]
     assert q["graphs"]["decoder"]["quantized_linears"] == len(nbits)
-    assert q["graphs"]["decoder"]["kept_float"]["lm_head"]
+    assert not q["graphs"]["decoder"]["kept_float"]
+    producer = {out: n for n in model.graph.node for out in n.output}
+    assert producer["logits"].op_type == "MatMulNBits" or any(  # the lm_head is 4-bit too
+        producer[i].op_type == "MatMulNBits" for i in producer["logits"].input if i in producer)
 
 
-def test_vision_stays_fp32_and_every_file_checks(int4_bundle: Path, bundle_dir: Path) -> None:
+def test_vision_is_int8_and_every_file_checks(int4_bundle: Path, bundle_dir: Path) -> None:
     bundle = load_bundle(int4_bundle, verify_sha256=True)
     source = json.loads((bundle_dir / "manifest.json").read_text())["files"]
-    assert bundle.manifest["files"]["vision.onnx.data"]["sha256"] == source["vision.onnx.data"]["sha256"]
+    assert bundle.manifest["files"]["vision.onnx.data"]["bytes"] < source["vision.onnx.data"]["bytes"] / 2
+    vision = onnx.load(str(int4_bundle / "vision.onnx"), load_external_data=False)
+    assert sum(n.op_type == "DequantizeLinear" for n in vision.graph.node) > 10
+    assert bundle.vision_cpu_file is not None and bundle.decoder_cpu_file is None
     assert bundle.manifest["files"]["decoder.onnx.data"]["bytes"] < source["decoder.onnx.data"]["bytes"] / 3
+    assert bundle.manifest["embed_tokens"]["dtype"] == "int4"
 
 
 def test_accuracy_within_the_int4_budget(int4_bundle: Path, eval_limit: int) -> None:

@@ -18,8 +18,12 @@ def test_the_int8_bundle_is_a_normal_bundle(int8_bundle: Path, bundle_dir: Path)
     source = json.loads((bundle_dir / "manifest.json").read_text())
     assert set(source["files"]) <= set(bundle.manifest["files"])
     assert "calibration_cache.json" in bundle.manifest["files"]
-    for name in ("embed_tokens.npy", "tokenizer.json"):
-        assert bundle.manifest["files"][name] == source["files"][name]
+    assert bundle.manifest["files"]["tokenizer.json"] == source["files"]["tokenizer.json"]
+    embed = bundle.manifest["embed_tokens"]
+    assert (embed["dtype"], embed["scales"]) == ("int8", "embed_tokens.scales.npy")
+    assert bundle.manifest["files"]["embed_tokens.npy"]["bytes"] < source["files"]["embed_tokens.npy"]["bytes"] / 3
+    assert {"vision.cpu.onnx", "decoder.cpu.onnx"} <= set(bundle.manifest["files"])
+    assert bundle.manifest["graphs"]["decoder"]["cpu_form"]["file"] == "decoder.cpu.onnx"
 
 
 def test_the_manifest_records_the_quantization(int8_bundle: Path, eval_limit: int) -> None:
@@ -29,9 +33,13 @@ def test_the_manifest_records_the_quantization(int8_bundle: Path, eval_limit: in
     assert q["calibration"]["feeds"]["vision"] > 0 and q["calibration"]["feeds"]["decoder"] > 0
     assert q["graphs"]["decoder"]["quantized_linears"] > 0 and q["graphs"]["vision"]["quantized_linears"] > 0
     assert q["sizes"]["quantized"]["total"] < q["sizes"]["source"]["total"] / 2
+    assert q["sizes"]["bundle"]["quantized"] < q["sizes"]["bundle"]["source"] / 2
     accuracy = q["accuracy"]
     assert accuracy["original"]["total"] == accuracy["quantized"]["total"] == eval_limit
     assert accuracy["passed"] and accuracy["drop_points"] <= 1.0
+    assert set(accuracy["forms"]) == {"served", "qdq"}  # the CPU form and the TensorRT form, both gated
+    worst = min(form["accuracy"] for form in accuracy["forms"].values())
+    assert accuracy["quantized"]["accuracy"] == worst
 
 
 def test_the_calibration_cache_holds_a_scale_per_tensor(int8_bundle: Path) -> None:

@@ -39,4 +39,11 @@ def test_vision_plan_keeps_the_patch_embedding_float() -> None:
     vision = plan("vision", tiny_graph())
     assert vision.quantize == ("mid", "head")
     assert vision.kept == {"patch_embed": ("patch",)}
-    assert vision.as_manifest() == {"quantized_linears": 2, "kept_float": {"patch_embed": ["patch"]}}
+    assert vision.as_manifest() == {"quantized_linears": 2, "kept_float": {"patch_embed": ["patch"]}, "weight_only": {}}
+
+
+def test_decoder_plan_makes_the_lm_head_weight_only() -> None:
+    decoder = plan("decoder", tiny_graph())
+    assert decoder.quantize == ("patch", "mid", "head")  # quantized, then its input Q/DQ removed
+    assert decoder.kept == {} and decoder.weight_only == {"lm_head": ("head",)}
+    assert decoder.weight_only_nodes == ("head",)

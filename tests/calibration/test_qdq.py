@@ -48,14 +48,31 @@ def test_no_integer_bias_and_no_contrib_ops(int8_bundle: Path) -> None:
         assert all(node.domain in ("", "ai.onnx") for node in model.graph.node)
 
 
-def test_the_kept_parts_stay_float(int8_bundle: Path) -> None:
+def test_the_lm_head_is_weight_only_and_the_patch_embedding_float(int8_bundle: Path) -> None:
     import json
 
     manifest = json.loads((int8_bundle / "manifest.json").read_text())
-    kept = manifest["quantization"]["graphs"]
+    graphs = manifest["quantization"]["graphs"]
     model = onnx.load(str(int8_bundle / "decoder.onnx"))
-    inits = {init.name for init in model.graph.initializer}
-    (lm_head,) = kept["decoder"]["kept_float"]["lm_head"]
+    inits = {init.name: init for init in model.graph.initializer}
+    producer = {out: n for n in model.graph.node for out in n.output}
+    (lm_head,) = graphs["decoder"]["weight_only"]["lm_head"]
     node = next(n for n in model.graph.node if n.name == lm_head)
-    assert node.input[1] in inits, "the lm_head weight must stay a float initializer, not a DequantizeLinear"
-    assert kept["vision"]["kept_float"]["patch_embed"]
+    weight = producer[node.input[1]]
+    assert node.op_type == "MatMul" and weight.op_type == "DequantizeLinear"
+    assert inits[weight.input[0]].data_type == TensorProto.INT8
+    assert node.input[0] not in producer or producer[node.input[0]].op_type != "DequantizeLinear", \
+        "the lm_head input must stay float"
+    vision = onnx.load(str(int8_bundle / "vision.onnx"))
+    (patch,) = graphs["vision"]["kept_float"]["patch_embed"]
+    vision_inits = {init.name for init in vision.graph.initializer}
+    assert next(n for n in vision.graph.node if n.name == patch).input[1] in vision_inits
+
+
+def test_weights_use_the_reduced_range(int8_bundle: Path) -> None:
+    """|q| <= 64: ONNX Runtime's AVX2 uint8 x int8 kernels cannot saturate (int8.py)."""
+    for graph in ("vision.onnx", "decoder.onnx"):
+        model = onnx.load(str(int8_bundle / graph))
+        weights = [numpy_helper.to_array(i) for i in model.graph.initializer if i.data_type == TensorProto.INT8
+                   and len(i.dims) == 2]
+        assert weights and max(int(np.abs(w.astype(np.int16)).max()) for w in weights) <= 64

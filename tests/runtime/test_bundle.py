@@ -67,3 +67,15 @@ def test_missing_file_and_checksum(tmp_path: Path) -> None:
     (root / "decoder.onnx").unlink()
     with pytest.raises(BundleError, match="missing file decoder.onnx"):
         load_bundle(root)
+
+
+def test_cpu_forms_are_optional_and_checked(tmp_path: Path) -> None:
+    assert load_bundle(make_bundle(tmp_path / "plain")).decoder_cpu_file is None
+    graphs = {"vision": {"file": "vision.onnx"},
+              "decoder": {"file": "decoder.onnx", "cpu_form": {"file": "decoder.cpu.onnx"}}}
+    root = make_bundle(tmp_path / "int8", graphs=graphs)
+    with pytest.raises(BundleError, match="missing file decoder.cpu.onnx"):
+        load_bundle(root)
+    (root / "decoder.cpu.onnx").write_bytes(b"fake")
+    bundle = load_bundle(root)
+    assert bundle.decoder_cpu_file == root / "decoder.cpu.onnx" and bundle.vision_cpu_file is None

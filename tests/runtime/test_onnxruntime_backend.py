@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from edgevlm.runtime.backends.onnxruntime import select_providers
@@ -26,3 +27,17 @@ def test_missing_gpu_provider_is_an_error() -> None:
         select_providers("cuda", [CPU])
     with pytest.raises(ValueError, match="device"):
         select_providers("tpu", [CPU])
+
+
+def test_the_cpu_form_is_loaded_on_the_cpu_provider_alone(tmp_path) -> None:
+    from dataclasses import replace
+
+    from edgevlm.runtime.backends.onnxruntime import graph_files
+    from edgevlm.runtime.bundle import Bundle
+
+    bundle = Bundle(tmp_path, np.dtype(np.float32), None, None, None,  # type: ignore[arg-type]
+                    tmp_path / "vision.onnx", tmp_path / "decoder.onnx", {})
+    assert graph_files(bundle, [CPU])["decoder"].name == "decoder.onnx"
+    with_cpu = replace(bundle, decoder_cpu_file=bundle.path / "decoder.cpu.onnx")
+    assert graph_files(with_cpu, [CPU]) == {"vision": bundle.vision_file, "decoder": bundle.path / "decoder.cpu.onnx"}
+    assert graph_files(with_cpu, GPU)["decoder"].name == "decoder.onnx"  # TensorRT/CUDA take the Q/DQ form

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgevlm.runtime.detokenizer import Detokenizer
+from edgevlm.runtime.embed_table import EmbedTable
 from edgevlm.runtime.preprocess import Prompt
 from edgevlm.runtime.sampling import SamplingState
 from edgevlm.runtime.scheduler import ScheduledBatch
@@ -50,7 +51,7 @@ def test_prefill_chunk_places_image_embeddings() -> None:
     table = np.arange(20, dtype=np.float32).reshape(10, 2)
     seq = make_seq([1, 2, 3, 9, 9, 4], image_at=[3, 4])
     seq.num_cached = 2
-    step = decoder_step(ScheduledBatch(True, (seq,), 0, (3,)), table, np.dtype(np.float32))
+    step = decoder_step(ScheduledBatch(True, (seq,), 0, (3,)), EmbedTable(table), np.dtype(np.float32))
     np.testing.assert_array_equal(step.inputs_embeds[0], [[6, 7], [100, 100], [200, 200]][:3])
     np.testing.assert_array_equal(step.position_ids[:, 0], [[2, 3, 4], [12, 13, 14], [22, 23, 24]])
     assert step.logits_index.tolist() == [2] and step.starts.tolist() == [2]
@@ -61,6 +62,6 @@ def test_decode_positions_continue_from_delta() -> None:
     seq = make_seq([1, 2, 3], image_at=[], delta=-7)
     seq.num_cached = 5
     seq.output_ids = [4, 5, 6]
-    step = decoder_step(ScheduledBatch(False, (seq,), 3, (1,)), table, np.dtype(np.float32))
+    step = decoder_step(ScheduledBatch(False, (seq,), 3, (1,)), EmbedTable(table), np.dtype(np.float32))
     assert step.position_ids[:, 0, 0].tolist() == [-2, -2, -2]
     assert step.first_row == 3 and step.past == 5

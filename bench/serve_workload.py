@@ -1,0 +1,67 @@
+"""The load test's requests: which images and questions each concurrency level sends.
+
+Rule: every level gets images the server has not seen in this run, so no level is sped up by
+the image and prompt caches an earlier level filled (a level that repeated earlier bodies would
+measure those caches, not batching). Two kinds:
+
+- `upload`: every request is a new image with one question (a user uploads a picture and asks);
+- `chat`: each new image is asked `QUESTIONS_PER_IMAGE` questions (follow-ups about the same
+  picture, the web page's case); the image-embedding cache serves all but the first.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+from io import BytesIO
+
+WORKLOADS: tuple[str, ...] = ("upload", "chat")
+QUESTIONS_PER_IMAGE = 4
+SEED_OFFSET = 80_000_000  # scenes of their own: not the training seeds, not the held-out set's
+ORDER: tuple[tuple[str, str], ...] = (("colour", "en"), ("count", "zh"), ("describe", "en"), ("shape", "zh"),
+                                      ("box", "en"), ("colour", "zh"), ("count", "en"), ("describe", "zh"))
+
+
+class Workload:
+    def __init__(self, kind: str, model: str, max_tokens: int) -> None:
+        if kind not in WORKLOADS:
+            raise ValueError(f"workload must be one of {WORKLOADS}, got {kind!r}")
+        self.kind = kind
+        self.model = model
+        self.max_tokens = max_tokens
+        self._next_scene = 0
+
+    def bodies(self, count: int) -> list[bytes]:
+        """`count` request bodies about images no earlier call used."""
+        per_image = 1 if self.kind == "upload" else QUESTIONS_PER_IMAGE
+        bodies: list[bytes] = []
+        while len(bodies) < count:
+            bodies += self._about_one_image(min(per_image, count - len(bodies)))
+        return bodies
+
+    def _about_one_image(self, questions: int) -> list[bytes]:
+        from edgevlm.demo.questions import ask
+        from edgevlm.demo.shapes import random_scene, render
+
+        seed = SEED_OFFSET + self._next_scene
+        self._next_scene += 1
+        scene = random_scene(seed)
+        buffer = BytesIO()
+        render(scene).save(buffer, "PNG")
+        url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+        rng = random.Random(seed)
+        asked = [ask(rng, scene, qtype, lang) for qtype, lang in ORDER]
+        texts = [a[0] for a in asked if a is not None][:questions]  # describe always fits: never empty
+        return [self._body(url, text) for text in texts]
+
+    def _body(self, url: str, question: str) -> bytes:
+        content = [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": question}]
+        return json.dumps({
+            "model": self.model,
+            "messages": [{"role": "user", "content": content}],
+            "max_tokens": self.max_tokens,
+            "temperature": 0,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }).encode()

@@ -1,0 +1,35 @@
+import json
+
+import pytest
+
+from edgevlm.bench.serve_workload import QUESTIONS_PER_IMAGE, Workload
+
+
+def _images(bodies: list[bytes]) -> list[str]:
+    return [json.loads(b)["messages"][0]["content"][0]["image_url"]["url"] for b in bodies]
+
+
+def test_upload_sends_a_new_image_with_every_request_across_levels() -> None:
+    workload = Workload("upload", "m", 16)
+    first, second = workload.bodies(6), workload.bodies(5)
+    images = _images(first + second)
+    assert len(first) == 6 and len(second) == 5 and len(set(images)) == 11
+    body = json.loads(first[0])
+    assert body["model"] == "m" and body["max_tokens"] == 16 and body["stream"] is True
+
+
+def test_chat_asks_several_different_questions_per_new_image() -> None:
+    workload = Workload("chat", "m", 16)
+    first, second = workload.bodies(10), workload.bodies(4)
+    images = _images(first)
+    assert len(first) == 10 and len(set(images)) == 3  # 4 + 4 + 2
+    assert images[:QUESTIONS_PER_IMAGE] == [images[0]] * QUESTIONS_PER_IMAGE
+    questions = [json.loads(b)["messages"][0]["content"][1]["text"] for b in first[:QUESTIONS_PER_IMAGE]]
+    assert len(set(questions)) == QUESTIONS_PER_IMAGE
+    assert not set(_images(second)) & set(images)  # the next level's images are new
+
+
+def test_the_same_workload_gives_the_same_bodies() -> None:
+    assert Workload("chat", "m", 8).bodies(5) == Workload("chat", "m", 8).bodies(5)
+    with pytest.raises(ValueError, match="workload"):
+        Workload("replay", "m", 8)
