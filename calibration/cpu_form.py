@@ -77,6 +77,7 @@ def remove_activation_pairs(graph) -> int:
     producer = {out: n for n in graph.node for out in n.output}
     outputs = {o.name for o in graph.output}
     bypass = {}
+    kept_outputs = 0
     for node in list(graph.node):
         if node.op_type != "DequantizeLinear" or node.input[0] in inits:
             continue
@@ -87,12 +88,13 @@ def remove_activation_pairs(graph) -> int:
             index = list(graph.node).index(node)
             graph.node.remove(node)
             graph.node.insert(index, helper.make_node("Identity", [source], list(node.output), name=node.name))
+            kept_outputs += 1
         else:
             bypass[node.output[0]] = source
     for node in graph.node:
         for i, name in enumerate(node.input):
             node.input[i] = bypass.get(name, name)
-    return len(bypass) + sum(1 for n in graph.node if n.op_type == "Identity" and n.output[0] in outputs)
+    return len(bypass) + kept_outputs
 
 
 def _float_source(name: str, producer: dict) -> str:

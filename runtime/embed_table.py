@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from edgevlm.runtime.bundle import BundleError
+
 FLOAT = ("float32", "float16")
 QUANTIZED = ("int8", "int4")
 INT4_OFFSET = 8
@@ -33,11 +35,15 @@ class EmbedTable:
 
     @classmethod
     def load(cls, folder: Path, entry: dict[str, Any]) -> EmbedTable:
-        """From the manifest's `embed_tokens` entry; arrays are memory-mapped."""
+        """From the manifest's `embed_tokens` entry; arrays are memory-mapped. A BundleError names
+        what does not fit."""
         values = np.load(folder / entry["file"], mmap_mode="r")
         dtype = entry.get("dtype", str(values.dtype))
         scales = np.load(folder / entry["scales"], mmap_mode="r") if entry.get("scales") else None
-        return cls(values, dtype, scales, int(entry.get("block", 0)))
+        try:
+            return cls(values, dtype, scales, int(entry.get("block", 0)))
+        except ValueError as exc:
+            raise BundleError(f"{folder / entry['file']}: {exc}") from None
 
     @property
     def nbytes(self) -> int:

@@ -105,3 +105,15 @@ def test_the_engine_on_cpu_loads_the_cpu_form(int8_bundle: Path) -> None:
             "vision": "vision.cpu.onnx", "decoder": "decoder.cpu.onnx"}
     finally:
         engine.close()
+
+
+def test_a_graph_output_behind_a_pair_keeps_its_name(tmp_path: Path) -> None:
+    model = _graph([], [3, 8])
+    del model.graph.output[:]
+    model.graph.output.append(helper.make_tensor_value_info("x_dq", TensorProto.FLOAT, [3, 8]))
+    model.graph.node.remove(next(n for n in model.graph.node if n.name == "w_dq"))
+    cpu, counts = _cpu_form(tmp_path, model)
+    assert counts["activation_pairs_removed"] == 1
+    assert [(n.op_type, list(n.input), list(n.output)) for n in cpu.graph.node] == [("Identity", ["x"], ["x_dq"])]
+    x = RNG.normal(0, 3, (3, 8)).astype(np.float32)
+    np.testing.assert_array_equal(_run(cpu, x), x)

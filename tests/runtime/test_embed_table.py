@@ -32,3 +32,11 @@ def test_a_quantized_table_needs_scales() -> None:
         EmbedTable(np.zeros((2, 2), np.int8), "int8")
     with pytest.raises(ValueError, match="dtype"):
         EmbedTable(np.zeros((2, 2), np.int8), "int3")
+
+
+def test_a_bad_manifest_entry_is_a_bundle_error(tmp_path: Path) -> None:
+    from edgevlm.runtime.bundle import BundleError
+
+    np.save(tmp_path / "embed_tokens.npy", np.zeros((2, 2), np.uint16))
+    with pytest.raises(BundleError, match="bfloat16"):
+        EmbedTable.load(tmp_path, {"file": "embed_tokens.npy", "dtype": "bfloat16"})
