@@ -64,6 +64,9 @@ def register_serve(bench_subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--concurrency", default="1,4,8,16,32,64", help="comma-separated levels")
     p.add_argument("--requests", type=int, default=0, help="requests per level (default max(16, 2 x level))")
     p.add_argument("--max-tokens", type=int, default=48, help="max_tokens per request")
+    p.add_argument("--min-tokens", type=int, default=0,
+                   help="vLLM-style min_tokens per request: answers of fixed length (EOS held back), as "
+                        "vLLM's serving benchmark does with ignore_eos; the HF baseline server ignores it")
     p.add_argument("--workload", choices=WORKLOADS, default="upload",
                    help="upload: every request a new image; chat: 4 questions per new image (serve_workload.py)")
     p.add_argument("--max-queue", type=int, help="--max-queue for the server this command starts")
@@ -224,7 +227,7 @@ def model_id(target: Target) -> str:
 
 
 def bench(target: Target, levels: list[int], args: argparse.Namespace) -> list[LevelResult]:
-    workload = Workload(args.workload, model_id(target), args.max_tokens)
+    workload = Workload(args.workload, model_id(target), args.max_tokens, args.min_tokens)
     one_request(target.url, workload.bodies(1)[0], target.api_key, args.timeout)  # warm the code paths
     results = []
     for level in levels:

@@ -24,12 +24,15 @@ ORDER: tuple[tuple[str, str], ...] = (("colour", "en"), ("count", "zh"), ("descr
 
 
 class Workload:
-    def __init__(self, kind: str, model: str, max_tokens: int) -> None:
+    def __init__(self, kind: str, model: str, max_tokens: int, min_tokens: int = 0) -> None:
         if kind not in WORKLOADS:
             raise ValueError(f"workload must be one of {WORKLOADS}, got {kind!r}")
+        if not 0 <= min_tokens <= max_tokens:
+            raise ValueError(f"min_tokens must be in [0, max_tokens], got {min_tokens}")
         self.kind = kind
         self.model = model
         self.max_tokens = max_tokens
+        self.min_tokens = min_tokens
         self._next_scene = 0
 
     def bodies(self, count: int) -> list[bytes]:
@@ -57,11 +60,14 @@ class Workload:
 
     def _body(self, url: str, question: str) -> bytes:
         content = [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": question}]
-        return json.dumps({
+        body = {
             "model": self.model,
             "messages": [{"role": "user", "content": content}],
             "max_tokens": self.max_tokens,
             "temperature": 0,
             "stream": True,
             "stream_options": {"include_usage": True},
-        }).encode()
+        }
+        if self.min_tokens:
+            body["min_tokens"] = self.min_tokens  # vLLM's extension; edgevlm honours it
+        return json.dumps(body).encode()

@@ -13,10 +13,12 @@ class EngineLimits:
     max_kv_tokens: int | None = None  # the same budget counted in tokens (rows x max_seq_len)
     max_queue: int = 64  # waiting requests beyond the free rows; more -> EngineOverloaded
     max_prefill_tokens: int = 512  # padded prompt tokens per prefill step (the chunk size)
-    # Patches per vision-encoder call (several images batch up to it). One call attends over all its
-    # patches (block-diagonal mask), so its attention memory and time grow with patches^2: 1024 is
-    # one 448x448 image, or several smaller ones.
-    max_vision_patches: int = 1024
+    # Patches per vision-encoder call (several images batch up to it; a larger image runs alone).
+    # One call attends over all its patches (block-diagonal mask), so packing k images of p patches
+    # costs (k p)^2 attention instead of k p^2: on a CPU, where the encoder is compute-bound, that
+    # is pure waste beyond what fuller GEMMs gain for small images. 256 packs up to four 224x224
+    # images; a 448x448 image (1024 patches) runs alone.
+    max_vision_patches: int = 256
     max_images: int = 8  # images per request
     image_cache_mb: float = 64.0  # image-embedding LRU cache; 0 disables it
     prefix_cache_mb: float = 64.0  # K/V of finished prompts for prefix reuse (LRU); 0 disables it

@@ -29,6 +29,13 @@ def test_chat_asks_several_different_questions_per_new_image() -> None:
     assert not set(_images(second)) & set(images)  # the next level's images are new
 
 
+def test_min_tokens_is_sent_only_when_asked() -> None:
+    assert "min_tokens" not in json.loads(Workload("upload", "m", 16).bodies(1)[0])
+    assert json.loads(Workload("upload", "m", 16, min_tokens=16).bodies(1)[0])["min_tokens"] == 16
+    with pytest.raises(ValueError, match="min_tokens"):
+        Workload("upload", "m", 16, min_tokens=17)
+
+
 def test_the_same_workload_gives_the_same_bodies() -> None:
     assert Workload("chat", "m", 8).bodies(5) == Workload("chat", "m", 8).bodies(5)
     with pytest.raises(ValueError, match="workload"):

@@ -278,7 +278,7 @@ def test_context_limits(bundle_dir: Path, samples) -> None:
 def test_vision_encoder_batches_images_across_requests(engine: Engine) -> None:
     from edgevlm.bench.workload import bench_image
 
-    images = [bench_image(500 + i).resize((112, 140)) for i in range(4)]  # 4 x 80 patches: one call
+    images = [bench_image(500 + i).resize((112, 112)) for i in range(4)]  # 4 x 64 patches: one call
     requests = [GenerationRequest(f"v{i}", (Message("user", (ImagePart(im), TextPart("describe the image."))),),
                                   SamplingParams(max_tokens=4)) for i, im in enumerate(images)]
     alone = [engine.generate(r)[0].token_ids for r in requests]
