@@ -68,6 +68,10 @@ if [[ $STEPS == *serve* ]]; then
     step serve-chat "$OUT/serve-chat/bench-serve.json" \
         "$EDGEVLM" bench serve --bundle "$OUT/demo-fp32" --concurrency 1,4,8,16,32,64 --max-queue 256 \
         --workload chat --out "$OUT/serve-chat"
+    # Fixed 48-token answers (vLLM-style min_tokens), so decoding, which batching speeds up, dominates.
+    step serve-chat48 "$OUT/serve-chat48/bench-serve.json" \
+        "$EDGEVLM" bench serve --bundle "$OUT/demo-fp32" --concurrency 1,4,8,16,32,64 --max-queue 256 \
+        --workload chat --max-tokens 48 --min-tokens 48 --out "$OUT/serve-chat48"
     step serve-hf "$OUT/serve-hf/bench-serve.json" \
         "$EDGEVLM" bench serve --bundle "$OUT/demo-fp32" --concurrency 1,4,8,16 --baseline hf \
         --out "$OUT/serve-hf"

@@ -100,7 +100,7 @@ class Engine:
         engine_limits = EngineLimits.from_kwargs(**limits)
         bundle = load_bundle(path, verify_sha256=engine_limits.verify_sha256)
         rows = engine_limits.max_batch or bundle.limits.max_batch
-        options = {"cpu_form": cpu_form} if backend == "onnxruntime" else {}
+        options = {"cpu_form": cpu_form, "spin": engine_limits.spin_wait} if backend == "onnxruntime" else {}
         runner = create_backend(
             backend, bundle, device=device, threads=engine_limits.threads,
             max_step_tokens=engine_limits.max_prefill_tokens, max_rows=rows, **options,

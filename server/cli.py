@@ -38,6 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--kv-cache-mb", type=float, help="KV cache budget in MiB (engine default if unset)")
     p.add_argument("--prefix-cache-mb", type=float,
                    help="MiB of finished prompts' K/V kept for prefix reuse, e.g. multi-turn (default 64; 0: off)")
+    p.add_argument("--ort-spin", action="store_true",
+                   help="let ONNX Runtime's threads spin between ops (faster alone, slower beside busy HTTP "
+                        "threads; for machines with cores to spare)")
     p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN", help="allow this browser origin")
     p.add_argument(
         "--allow-image-host",
@@ -122,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
     bundle, model_name = resolve_bundle(args)
     config = server_config(args, model_name)
     factory = bundle_engine_factory(bundle, max_queue=args.max_queue, kv_cache_mb=args.kv_cache_mb,
-                                    prefix_cache_mb=args.prefix_cache_mb)
+                                    prefix_cache_mb=args.prefix_cache_mb, spin_wait=args.ort_spin)
     app = create_app(config, factory)
     logging.getLogger("edgevlm.server").info(
         "serving %s as %r on http://%s:%d", bundle, model_name, args.host, args.port

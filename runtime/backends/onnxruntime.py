@@ -54,7 +54,7 @@ class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
     def __init__(self, bundle: Bundle, device: str = "cpu", threads: int = 0, max_step_tokens: int = 512,
-                 max_rows: int = 16, cpu_form: bool = True) -> None:
+                 max_rows: int = 16, cpu_form: bool = True, spin: bool = True) -> None:
         import onnxruntime as ort
 
         self.providers = select_providers(device, ort.get_available_providers())
@@ -62,6 +62,8 @@ class OnnxRuntimeBackend(Backend):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads
         options.log_severity_level = 3
+        if not spin:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.graph_files = graph_files(bundle, self.providers, cpu_form)
         self.decoder = ort.InferenceSession(str(self.graph_files["decoder"]), options, providers=self.providers)
         # Vision calls are rare and their buffers large and of varying size (patches^2 attention):

@@ -41,3 +41,39 @@ def test_the_cpu_form_is_loaded_on_the_cpu_provider_alone(tmp_path) -> None:
     with_cpu = replace(bundle, decoder_cpu_file=bundle.path / "decoder.cpu.onnx")
     assert graph_files(with_cpu, [CPU]) == {"vision": bundle.vision_file, "decoder": bundle.path / "decoder.cpu.onnx"}
     assert graph_files(with_cpu, GPU)["decoder"].name == "decoder.onnx"  # TensorRT/CUDA take the Q/DQ form
+
+
+@pytest.mark.parametrize("spin", [True, False])
+def test_spinning_follows_the_engine_limit(bundle_dir, spin: bool) -> None:
+    from edgevlm.runtime.engine import Engine
+
+    engine = Engine.from_bundle(bundle_dir, max_batch=1, spin_wait=spin)
+    try:
+        for session in (engine.backend.decoder, engine.backend.vision):
+            assert _spinning(session) == spin
+    finally:
+        engine.close()
+
+
+def test_the_server_engine_does_not_spin_unless_asked(bundle_dir) -> None:
+    import argparse
+
+    from edgevlm.server.cli import register
+    from edgevlm.server.engine import bundle_engine_factory
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    assert parser.parse_args(["serve"]).ort_spin is False
+    assert parser.parse_args(["serve", "--ort-spin"]).ort_spin is True
+    engine = bundle_engine_factory(bundle_dir, max_queue=None, kv_cache_mb=None)().engine  # type: ignore[attr-defined]
+    try:
+        assert not _spinning(engine.backend.decoder)
+    finally:
+        engine.close()
+
+
+def _spinning(session) -> bool:
+    try:
+        return session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") != "0"
+    except RuntimeError:  # unset: ONNX Runtime's default, which spins
+        return True
