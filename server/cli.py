@@ -119,10 +119,10 @@ def run(args: argparse.Namespace) -> int:
 
     from edgevlm.server.app import create_app
     from edgevlm.server.engine import bundle_engine_factory
-    from edgevlm.server.malloc import cap_malloc_arenas
+    from edgevlm.server.malloc import tune_malloc
 
     check_args(args)
-    cap_malloc_arenas()  # before uvicorn and the engine start their threads
+    tune_malloc()  # before uvicorn and the engine start their threads
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     bundle, model_name = resolve_bundle(args)
     config = server_config(args, model_name)
