@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgevlm.calibration.graph_edit import drop_unread, float_source, replace_node
+
 CONTRIB = "com.microsoft"
 
 
@@ -40,7 +42,7 @@ def write_cpu_form(src: Path, dst: Path) -> dict[str, int]:
               "activation_pairs_removed": remove_activation_pairs(model.graph)}
     if counts["linears_to_dynamic"] and not any(o.domain == CONTRIB for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid(CONTRIB, 1))
-    _drop_unread(model.graph)
+    drop_unread(model.graph)
     onnx.save(model, str(dst))
     return counts
 
@@ -59,11 +61,9 @@ def dynamic_linears(graph) -> int:
             continue
         if _axis(weight) not in (1, -1):
             raise ValueError(f"{node.name}: weight scales are not per output column (axis {_axis(weight)})")
-        inputs = [_float_source(node.input[0], producer), *weight.input]
-        fused = helper.make_node("DynamicQuantizeMatMul", inputs, list(node.output), name=node.name, domain=CONTRIB)
-        index = list(graph.node).index(node)
-        graph.node.remove(node)
-        graph.node.insert(index, fused)
+        inputs = [float_source(node.input[0], producer), *weight.input]
+        replace_node(graph, node, [helper.make_node("DynamicQuantizeMatMul", inputs, list(node.output),
+                                                    name=node.name, domain=CONTRIB)])
         count += 1
     return count
 
@@ -81,13 +81,11 @@ def remove_activation_pairs(graph) -> int:
     for node in list(graph.node):
         if node.op_type != "DequantizeLinear" or node.input[0] in inits:
             continue
-        source = _float_source(node.output[0], producer)
+        source = float_source(node.output[0], producer)
         if source == node.output[0]:
             continue
         if node.output[0] in outputs:
-            index = list(graph.node).index(node)
-            graph.node.remove(node)
-            graph.node.insert(index, helper.make_node("Identity", [source], list(node.output), name=node.name))
+            replace_node(graph, node, [helper.make_node("Identity", [source], list(node.output), name=node.name)])
             kept_outputs += 1
         else:
             bypass[node.output[0]] = source
@@ -97,27 +95,6 @@ def remove_activation_pairs(graph) -> int:
     return len(bypass) + kept_outputs
 
 
-def _float_source(name: str, producer: dict) -> str:
-    """The float tensor behind DQ(Q(x)) -> x; any other tensor is itself."""
-    dq = producer.get(name)
-    if dq is None or dq.op_type != "DequantizeLinear":
-        return name
-    q = producer.get(dq.input[0])
-    return q.input[0] if q is not None and q.op_type == "QuantizeLinear" else name
-
-
 def _axis(node) -> int:
     """DequantizeLinear's channel axis (default 1)."""
     return next((a.i for a in node.attribute if a.name == "axis"), 1)
-
-
-def _drop_unread(graph) -> None:
-    """Remove the Q/DQ nodes and initializers nothing reads any more."""
-    outputs = {o.name for o in graph.output}
-    for op_type in ("DequantizeLinear", "QuantizeLinear"):
-        read = {i for n in graph.node for i in n.input} | outputs
-        for node in [n for n in graph.node if n.op_type == op_type and not any(o in read for o in n.output)]:
-            graph.node.remove(node)
-    read = {i for n in graph.node for i in n.input}
-    for init in [i for i in graph.initializer if i.name not in read]:
-        graph.initializer.remove(init)

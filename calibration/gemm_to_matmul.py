@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgevlm.calibration.graph_edit import replace_node
+
 
 def gemms_as_matmul(path: Path, names: Iterable[str]) -> int:
     """Rewrite the graph file `path` in place: the named Gemm nodes become MatMuls. Only their
@@ -76,8 +78,5 @@ def _replace(graph, node, weight):
     if has_bias:
         bias = helper.make_node("Add", [product, node.input[2]], [node.output[0]], name=f"{node.name}.bias")
         replacement.append(bias)
-    index = list(graph.node).index(node)
-    graph.node.remove(node)
-    for offset, new in enumerate(replacement):
-        graph.node.insert(index + offset, new)
+    replace_node(graph, node, replacement)
     return tensor
