@@ -69,17 +69,21 @@ def format_box(box: tuple[int, int, int, int]) -> str:
     return f"{BOX_OPEN}[{box[0]},{box[1]},{box[2]},{box[3]}]{BOX_CLOSE}"
 
 
+def describe_item(shape: Shape, lang: str) -> str:
+    """How a description names one shape: "a red circle" / "红色圆形"."""
+    return f"a {shape.colour} {shape.kind}" if lang == "en" else COLOUR_ZH[shape.colour] + SHAPE_ZH[shape.kind]
+
+
 def describe(scene: Scene, lang: str) -> str:
     """One sentence listing every shape from left to right."""
     ordered = sorted(scene.shapes, key=lambda s: (s.cx, s.y1))
     n = len(ordered)
+    items = [describe_item(s, lang) for s in ordered]
     if lang == "en":
-        items = [f"a {s.colour} {s.kind}" for s in ordered]
         listed = items[0] if n == 1 else ", ".join(items[:-1]) + " and " + items[-1]
         noun = "shape" if n == 1 else "shapes"
         verb = "is" if n == 1 else "are"
         return f"There {verb} {n} {noun}: {listed}."
-    items = [COLOUR_ZH[s.colour] + SHAPE_ZH[s.kind] for s in ordered]
     listed = items[0] if n == 1 else "、".join(items[:-1]) + "和" + items[-1]
     return f"图中有{n}个图形：{listed}。"
 

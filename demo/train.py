@@ -32,6 +32,7 @@ from edgevlm.demo.questions import (
     SHAPES,
     Sample,
     ask,
+    describe_item,
     format_box,
     is_correct,
     sample_for_index,
@@ -53,6 +54,7 @@ class TrainConfig:
     vision_lr: float
     dense_weight: float
     readout_weight: float
+    ground_weight: float
     seed: int
     eval_every: int
     save_every: int
@@ -82,6 +84,9 @@ class DenseHeads(nn.Module):
         # Read-out of the box's digits from the language model's hidden state at image tokens:
         # hundreds (0-10) and tens (0-9) of x1, y1, x2, y2.
         self.box_digits = nn.Linear(dim, 4 * 11 + 4 * 10)
+        # The same digits from the image tokens as they enter the language model: a box answer
+        # looks them up there (GROUND_HEADS), so they must be readable without further layers.
+        self.vision_digits = nn.Linear(dim, 4 * 11 + 4 * 10)
 
     def readout_loss(self, logits: torch.Tensor, hidden: torch.Tensor,
                      targets: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -97,12 +102,7 @@ class DenseHeads(nn.Module):
         colour_ids = self.colour_english[targets["colour"][covered] - 1]
         shape_ids = self.shape_english[targets["shape"][covered] - 1]
         loss = nn.functional.cross_entropy(logits, colour_ids) + nn.functional.cross_entropy(logits, shape_ids)
-        tens = torch.round(targets["box"][covered] * 100).long()  # [tokens, 4] in tens, 0..100
-        digits = self.box_digits(hidden[covered].float())
-        hundreds_logits = digits[:, : 4 * 11].reshape(-1, 4, 11)
-        tens_logits = digits[:, 4 * 11 :].reshape(-1, 4, 10)
-        loss = loss + nn.functional.cross_entropy(hundreds_logits.reshape(-1, 11), (tens // 10).reshape(-1))
-        return loss + nn.functional.cross_entropy(tens_logits.reshape(-1, 10), (tens % 10).reshape(-1))
+        return loss + digits_loss(self.box_digits(hidden[covered].float()), targets["box"][covered])
 
     def _classes(self, embed: torch.Tensor, words: list[list[int]], background: torch.Tensor) -> torch.Tensor:
         names = torch.stack([embed[ids].mean(0) for ids in words])
@@ -119,7 +119,18 @@ class DenseHeads(nn.Module):
         if covered.any():
             pred = torch.sigmoid(self.box(feats[covered].float()))
             loss = loss + 10.0 * nn.functional.smooth_l1_loss(pred, targets["box"][covered], beta=0.05)
+            loss = loss + digits_loss(self.vision_digits(feats[covered].float()), targets["box"][covered])
         return loss
+
+
+def digits_loss(logits: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the hundreds (0-10) and tens (0-9) of a box's four 0-1000 coordinates.
+    # logits: [tokens, 4 * 11 + 4 * 10]; box: [tokens, 4] in 0..1"""
+    tens = torch.round(box * 100).long()  # in tens, 0..100
+    hundreds_logits = logits[:, : 4 * 11].reshape(-1, 11)
+    tens_logits = logits[:, 4 * 11 :].reshape(-1, 10)
+    return (nn.functional.cross_entropy(hundreds_logits, (tens // 10).reshape(-1))
+            + nn.functional.cross_entropy(tens_logits, (tens % 10).reshape(-1)))
 
 
 def name_ids(tokenizer, english: str, chinese: str) -> list[int]:
@@ -142,13 +153,30 @@ def dense_targets(sample: Sample) -> dict[str, np.ndarray]:
     colour = np.zeros(gh * gw, np.int64)
     kind = np.zeros(gh * gw, np.int64)
     box = np.zeros((gh * gw, 4), np.float32)
+    instance = np.zeros(gh * gw, np.int64)
     for index, shape in enumerate(scene.shapes):
         share = (cells == index + 1).mean(axis=1)
         hit = share >= 0.2
+        instance[hit] = index + 1
         colour[hit] = COLOUR_IDS[shape.colour]
         kind[hit] = SHAPE_IDS[shape.kind]
         box[hit] = np.array(scene.box_1000(shape), np.float32) / 1000.0
-    return {"colour": colour, "shape": kind, "box": box, "covered": kind > 0}
+    return {"colour": colour, "shape": kind, "box": box, "covered": kind > 0, "instance": instance}
+
+
+def grounded_shapes(sample: Sample) -> list[int]:
+    """Indices (into scene.shapes) of the shapes a question is about: the one it names, or the ones
+    it counts. Empty for descriptions and for counts of nothing."""
+    shapes = sample.scene.shapes
+    if sample.target is not None:
+        return [i for i, s in enumerate(shapes) if s == sample.target][:1]
+    if sample.qtype != "count" or sample.answer == "0":
+        return []
+    question = sample.question.lower()
+    colours = [c for c in COLOURS if c in question or COLOUR_ZH[c] in question]
+    kinds = [k for k in SHAPES if k in question or SHAPE_ZH[k] in question or (k == "circle" and "圆" in question)]
+    return [i for i, s in enumerate(shapes)
+            if (not colours or s.colour in colours) and (not kinds or s.kind in kinds)]
 
 
 # Boxes are the slowest type to learn (12 digits to get right, not one word): their questions
@@ -192,6 +220,39 @@ class Batcher:
             owner += [turn] * len(answer)
         return ids, owner
 
+    def _ground(self, group: list[Sample], ids: np.ndarray, owner: np.ndarray, targets: dict) -> np.ndarray:
+        """[T, T] bool: row p is a position that predicts an answer token, column j an image token
+        of a shape that token is about (see answer_grounding)."""
+        width = len(ids)
+        ground = np.zeros((width, width), bool)
+        image_positions = np.flatnonzero(ids == self.processor.image_token_id)
+        for turn, sample in enumerate(group):
+            predicting = np.flatnonzero(owner[1:] == turn)  # position p predicts token p + 1
+            per_token = self.answer_grounding(sample)
+            for position, shapes in zip(predicting, per_token, strict=True):
+                about = np.isin(targets["instance"], [i + 1 for i in shapes])
+                ground[position, image_positions[about]] = True
+        return ground
+
+    def answer_grounding(self, sample: Sample) -> list[list[int]]:
+        """For every answer token (and the end token) the shapes it is about. A description's
+        k-th item is about the k-th shape from the left; its opening (the count) about all."""
+        length = len(self._ids(sample.answer)) + 1
+        if sample.qtype != "describe":
+            return [grounded_shapes(sample)] * length
+        shapes = sample.scene.shapes
+        everything = list(range(len(shapes)))
+        per_token: list[list[int]] = []
+        text_end = 0
+        for index in sorted(everything, key=lambda i: (shapes[i].cx, shapes[i].y1)):
+            phrase = describe_item(shapes[index], sample.lang)
+            start = sample.answer.index(phrase, text_end)
+            text_end = start + len(phrase)
+            if not per_token:  # the opening ("There are 3 shapes:") counts them all
+                per_token = [everything] * len(self._ids(sample.answer[:start]))
+            per_token += [[index]] * (len(self._ids(sample.answer[:text_end])) - len(per_token))
+        return per_token + [everything] * (length - len(per_token))
+
     def __call__(self, groups: list[list[Sample]]) -> dict[str, torch.Tensor]:
         images = [render(group[0].scene) for group in groups]
         vision = self.processor.image_processor(images=images, return_tensors="np")
@@ -212,7 +273,11 @@ class Batcher:
             attention[i, : len(ids)] = 1
         targets = [dense_targets(group[0]) for group in groups]
         weights = [QUESTION_WEIGHT.get(s.qtype, 1.0) for group in groups for s in group]
+        starts = np.cumsum([0] + [len(group) for group in groups])
+        local = [np.where(owner[i] >= 0, owner[i] - starts[i], -1) for i in range(len(groups))]
+        ground = np.stack([self._ground(group, input_ids[i], local[i], targets[i]) for i, group in enumerate(groups)])
         return {
+            "ground": torch.from_numpy(ground),
             "input_ids": torch.from_numpy(input_ids),
             "owner": torch.from_numpy(owner),
             "question_weight": torch.tensor(weights, dtype=torch.float32),
@@ -272,9 +337,11 @@ def forward_losses(model, heads: DenseHeads, batch: dict[str, torch.Tensor], wit
     position_ids, _ = inner.get_rope_index(
         ids, batch["mm_token_type_ids"], batch["image_grid_thw"], attention_mask=batch["attention_mask"]
     )
-    hidden = inner.language_model(
-        inputs_embeds=embeds, attention_mask=batch["attention_mask"], position_ids=position_ids
-    ).last_hidden_state
+    out = inner.language_model(
+        inputs_embeds=embeds, attention_mask=batch["attention_mask"], position_ids=position_ids,
+        output_attentions=True,
+    )
+    hidden = out.last_hidden_state
     # Position t predicts token t+1; average per question first so long answers (boxes,
     # descriptions) don't drown the one-word ones.
     owner = batch["owner"][:, 1:]
@@ -289,7 +356,29 @@ def forward_losses(model, heads: DenseHeads, batch: dict[str, torch.Tensor], wit
     image_hidden = hidden[image_mask.squeeze(-1)]
     readout = heads.readout_loss(model.lm_head(image_hidden).float(), image_hidden, batch)
     weight = batch["question_weight"]
-    return {"dense": dense, "qa": (per_q * weight).sum() / weight.sum(), "readout": readout}
+    ground = grounding_loss(out.attentions, batch["ground"])
+    return {"dense": dense, "qa": (per_q * weight).sum() / weight.sum(), "readout": readout, "ground": ground}
+
+
+# (layer, query head) pairs whose attention is supervised to land on the shapes a question is about.
+# Layer 0 can only read the question words into the answer position; from layer 1 on the query
+# knows what was asked, so the look-up is taught there and the layers after it decode the answer.
+GROUND_HEADS: tuple[tuple[int, int], ...] = ((1, 0), (2, 0))
+
+
+def grounding_loss(attentions: tuple[torch.Tensor, ...], ground: torch.Tensor) -> torch.Tensor:
+    """-log of the attention mass a supervised head puts on the right image tokens, averaged over
+    answer positions. The per-token read-out showed every image token already knows its shape and
+    colour; what the language model failed to learn was where to look."""
+    rows = ground.any(-1)  # [B, T]
+    if not rows.any():
+        return attentions[0].sum() * 0.0
+    losses = []
+    for layer, head in GROUND_HEADS:
+        probs = attentions[layer][:, head]  # [B, T, T]
+        mass = (probs * ground).sum(-1)[rows]
+        losses.append(-torch.log(mass.float() + 1e-6).mean())
+    return torch.stack(losses).mean()
 
 
 def lr_at(step: int, cfg: TrainConfig, base: float) -> float:
@@ -361,7 +450,7 @@ def _step(cfg: TrainConfig, model, heads: DenseHeads, optim, batch: dict, step: 
     losses = forward_losses(model, heads, batch, with_qa)
     loss = cfg.dense_weight * losses["dense"]
     if with_qa:
-        loss = loss + losses["qa"] + cfg.readout_weight * losses["readout"]
+        loss = loss + losses["qa"] + cfg.readout_weight * losses["readout"] + cfg.ground_weight * losses["ground"]
     optim.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -384,6 +473,9 @@ def train(cfg: TrainConfig) -> None:
     torch.set_num_threads(cfg.threads)
     cfg.run.mkdir(parents=True, exist_ok=True)
     model = new_model(cfg.seed)
+    # The grounding loss reads the language model's attention probabilities: eager attention there
+    # (SDPA does not return them); the vision tower keeps SDPA.
+    model.config.text_config._attn_implementation = "eager"
     batcher = Batcher()
     heads = dense_heads(model, batcher.tokenizer)
     optim = _optimiser(cfg, model, heads)
@@ -424,6 +516,8 @@ def parse_args(argv: list[str]) -> TrainConfig:
     parser.add_argument("--dense-weight", type=float, default=0.5)
     parser.add_argument("--readout-weight", type=float, default=0.5,
                         help="weight of the language model's per-image-token colour/shape read-out")
+    parser.add_argument("--ground-weight", type=float, default=0.5,
+                        help="weight of the attention-grounding loss (GROUND_HEADS look at the asked-about shapes)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-every", type=int, default=500)
     parser.add_argument("--save-every", type=int, default=100)
@@ -431,7 +525,7 @@ def parse_args(argv: list[str]) -> TrainConfig:
     parser.add_argument("--init-from", type=Path, help="state.pt of an earlier run: start from its model weights")
     a = parser.parse_args(argv)
     return TrainConfig(a.run, a.steps, a.warmup_vision, a.batch_size, a.lr, a.vision_lr, a.dense_weight,
-                       a.readout_weight, a.seed, a.eval_every, a.save_every, a.threads, a.init_from)
+                       a.readout_weight, a.ground_weight, a.seed, a.eval_every, a.save_every, a.threads, a.init_from)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,15 @@ import torch
 
 from edgevlm.demo.questions import parse_box
 from edgevlm.demo.shapes import iou
-from edgevlm.demo.train import Batcher, TrainConfig, dense_targets, scene_questions, train
+from edgevlm.demo.train import (
+    Batcher,
+    TrainConfig,
+    dense_targets,
+    grounded_shapes,
+    grounding_loss,
+    scene_questions,
+    train,
+)
 
 
 def test_packed_conversation_labels_exactly_the_answers() -> None:
@@ -56,10 +64,77 @@ def test_dense_targets_follow_the_drawing() -> None:
     assert np.all((targets["box"][covered] >= 0) & (targets["box"][covered] <= 1))
 
 
+def test_grounded_shapes_are_the_ones_asked_about() -> None:
+    seen = set()
+    for index in range(60):
+        for sample in scene_questions(index):
+            about = [sample.scene.shapes[i] for i in grounded_shapes(sample)]
+            seen.add(sample.qtype)
+            if sample.qtype == "count":
+                assert len(about) == int(sample.answer), sample.question
+            elif sample.qtype == "describe":
+                assert about == []
+            else:
+                assert about == [sample.target]
+    assert seen == {"colour", "shape", "count", "box", "describe"}
+
+
+def test_ground_mask_links_answer_positions_to_the_target_image_tokens() -> None:
+    batcher = Batcher()
+    groups = [scene_questions(i) for i in (21, 22)]
+    batch = batcher(groups)
+    ids, owner, ground = batch["input_ids"].numpy(), batch["owner"].numpy(), batch["ground"].numpy()
+    image = ids == batcher.processor.image_token_id
+    instance = batch["instance"].numpy()
+    start = 0
+    for row, group in enumerate(groups):
+        tokens = int(image[row].sum())
+        row_instance = instance[start : start + tokens]
+        start += tokens
+        for turn, sample in enumerate(group):
+            q = turn + sum(len(g) for g in groups[:row])
+            predicting = np.flatnonzero(owner[row, 1:] == q)
+            per_token = batcher.answer_grounding(sample)
+            assert len(per_token) == len(predicting)
+            for p, shapes in zip(predicting, per_token, strict=True):
+                wanted = np.isin(row_instance, [i + 1 for i in shapes])
+                assert np.array_equal(ground[row, p][image[row]], wanted)
+                assert not ground[row, p][~image[row]].any()
+        # Positions that predict no answer token are never supervised.
+        assert not ground[row, :-1][owner[row, 1:] < 0].any()
+
+
+def test_a_description_looks_at_its_shapes_left_to_right() -> None:
+    batcher = Batcher()
+    sample = next(s for i in range(50) for s in scene_questions(i)
+                  if s.qtype == "describe" and s.lang == "en" and len(s.scene.shapes) == 3)
+    tokens = [batcher.tokenizer.decode([t]) for t in batcher._ids(sample.answer)] + ["<end>"]
+    per_token = batcher.answer_grounding(sample)
+    left_to_right = sorted(range(3), key=lambda i: sample.scene.shapes[i].cx)
+    assert per_token[tokens.index(" 3")] == [0, 1, 2]  # the count looks at every shape
+    shapes = sample.scene.shapes
+    kinds = {s.kind for s in shapes}
+    named = [(per_token[i], word.strip()) for i, word in enumerate(tokens) if word.strip() in kinds]
+    assert [grounded for grounded, _ in named] == [[i] for i in left_to_right]
+    assert [kind for _, kind in named] == [shapes[i].kind for i in left_to_right]
+
+
+def test_grounding_loss_is_low_only_when_the_head_looks_at_the_target() -> None:
+    ground = torch.zeros(1, 3, 3, dtype=torch.bool)
+    ground[0, 2, 0] = True
+    looking = torch.zeros(1, 4, 3, 3)
+    looking[:, :, 2, 0] = 1.0
+    away = torch.zeros(1, 4, 3, 3)
+    away[:, :, 2, 1] = 1.0
+    attentions = (looking, looking, looking, looking)
+    assert grounding_loss(attentions, ground).item() < 1e-3
+    assert grounding_loss((away,) * 4, ground).item() > 10
+
+
 def config(run: Path, steps: int) -> TrainConfig:
     return TrainConfig(run=run, steps=steps, warmup_vision=1, batch_size=1, lr=1e-3, vision_lr=1e-3,
-                       dense_weight=0.5, readout_weight=0.5, seed=0, eval_every=10_000, save_every=1, threads=1,
-                       init_from=None)
+                       dense_weight=0.5, readout_weight=0.5, ground_weight=0.5, seed=0, eval_every=10_000,
+                       save_every=1, threads=1, init_from=None)
 
 
 def test_a_run_saves_resumes_and_continues_the_scene_stream(tmp_path: Path) -> None:
