@@ -131,6 +131,26 @@ def set_attention(model, implementation: str) -> None:
         config._attn_implementation = implementation
 
 
+def adopt_newline_token(model) -> bool:
+    """Give a model trained before the vocabulary had "\n" the rows that make it answer exactly as
+    before: its "\n" embedding and output rows become copies of <unk>'s, which every newline in
+    the chat template encoded to then. Returns whether rows were copied (False: already distinct).
+    The id lies in the padding rows of the embedding table (vocab_size is rounded up to 16), so
+    no shape changes."""
+    import torch
+
+    vocab = build_tokenizer().get_vocab()
+    newline, unknown = vocab["\n"], vocab["<unk>"]
+    embed = model.get_input_embeddings().weight
+    head = model.get_output_embeddings().weight
+    if torch.equal(embed[newline], embed[unknown]):
+        return False
+    with torch.no_grad():
+        embed[newline] = embed[unknown]
+        head[newline] = head[unknown]
+    return True
+
+
 def save_checkpoint(model, out_dir: Path) -> None:
     """Write a folder that loads offline through the Auto classes, like a real checkpoint."""
     out_dir.mkdir(parents=True, exist_ok=True)

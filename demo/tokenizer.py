@@ -86,6 +86,9 @@ def build_vocab() -> dict[str, int]:
         pieces.update({ch, SPACE + ch})
     for piece in sorted(pieces):
         vocab.setdefault(piece, len(vocab))
+    # The newline after every role tag. Added after the first trained models, so it comes last and
+    # every earlier id is unchanged (before it, "\n" encoded as <unk>; see adopt_newline_token).
+    vocab.setdefault("\n", len(vocab))
     return vocab
 
 

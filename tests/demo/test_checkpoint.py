@@ -10,7 +10,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgevlm.demo.checkpoint import MAX_PIXELS, MIN_PIXELS, build_processor, demo_config, demo_config_dict
+from edgevlm.demo.checkpoint import (
+    MAX_PIXELS,
+    MIN_PIXELS,
+    adopt_newline_token,
+    build_processor,
+    demo_config,
+    demo_config_dict,
+    new_model,
+)
 from edgevlm.demo.questions import heldout_set, is_correct
 from edgevlm.demo.tokenizer import build_tokenizer
 
@@ -26,6 +34,26 @@ def test_config_keeps_glm_structure() -> None:
     vision = demo_config_dict(272)["vision_config"]
     assert (vision["patch_size"], vision["temporal_patch_size"], vision["spatial_merge_size"]) == (14, 2, 2)
     assert vision["out_hidden_size"] == text["hidden_size"]
+
+
+def test_adopting_the_newline_token_keeps_a_model_s_outputs() -> None:
+    """A model trained when "\n" encoded as <unk> gives the same logits for a prompt encoded
+    the old way once its "\n" rows copy <unk>'s; a second call changes nothing."""
+    import torch
+
+    model = new_model(seed=3).eval()
+    vocab = build_tokenizer().get_vocab()
+    newline, unknown = vocab["\n"], vocab["<unk>"]
+    prompt = ["[gMASK]", "<sop>", "<|user|>", "\n", "<|assistant|>", "\n"]
+    text = torch.tensor([[vocab[token] for token in prompt]])
+    old = torch.where(text == newline, unknown, text)
+    with torch.no_grad():
+        before = model.model.language_model(input_ids=old).last_hidden_state
+        assert adopt_newline_token(model) is True
+        after = model.model.language_model(input_ids=text).last_hidden_state
+        assert torch.equal(model.lm_head.weight[newline], model.lm_head.weight[unknown])
+    assert torch.allclose(before, after)
+    assert adopt_newline_token(model) is False
 
 
 def test_config_token_ids_come_from_the_tokenizer() -> None:

@@ -128,10 +128,6 @@ def test_chat_template_multi_turn(hf_tokenizer) -> None:
     assert _render(hf_tokenizer, messages[:2], add_generation_prompt=False).endswith("a red circle.")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: the vocabulary has no newline token, so the '\\n' after each role tag encodes as "
-    "<unk> (the same in training and serving; adding one changes the vocabulary and needs a retrain)",
-)
 def test_newline_after_role_tags_round_trips(tokenizer) -> None:
-    assert _round_trip(tokenizer, "<|user|>\nhi<|assistant|>\n") == "<|user|>\nhi<|assistant|>\n"
+    text = "<|user|>\nhow many shapes?<|assistant|>\n"
+    assert _round_trip(tokenizer, text) == text
