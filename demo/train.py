@@ -27,8 +27,10 @@ from edgevlm.demo.questions import (
     COLOUR_ZH,
     COLOURS,
     LANGUAGES,
+    PLURAL,
     QUESTION_TYPES,
     SHAPE_ZH,
+    SHAPE_ZH_SHORT,
     SHAPES,
     Sample,
     ask,
@@ -164,6 +166,26 @@ def dense_targets(sample: Sample) -> dict[str, np.ndarray]:
     return {"colour": colour, "shape": kind, "box": box, "covered": kind > 0, "instance": instance}
 
 
+def asked_words(sample: Sample) -> set[str]:
+    """The question's words (English) or characters (Chinese) that say which shape to look at: the
+    shape for a colour question, the colour for a shape question, both for a box, what a count
+    counts. Empty for descriptions and for "how many shapes"."""
+    if sample.target is not None:
+        named = {"colour": [sample.target.kind], "shape": [sample.target.colour],
+                 "box": [sample.target.colour, sample.target.kind]}[sample.qtype]
+    elif sample.qtype == "count":
+        question = sample.question.lower()
+        named = [c for c in COLOURS if c in question or COLOUR_ZH[c] in question]
+        named += [k for k in SHAPES if k in question or SHAPE_ZH_SHORT[k] in question]
+    else:
+        return set()
+    if sample.lang == "en":
+        return {w for name in named for w in (name, PLURAL.get(name, name))}
+    chinese = [COLOUR_ZH.get(name) or (SHAPE_ZH_SHORT[name] if sample.qtype == "count" else SHAPE_ZH[name])
+               for name in named]
+    return {ch for word in chinese for ch in word}
+
+
 def grounded_shapes(sample: Sample) -> list[int]:
     """Indices (into scene.shapes) of the shapes a question is about: the one it names, or the ones
     it counts. Empty for descriptions and for counts of nothing."""
@@ -205,20 +227,26 @@ class Batcher:
     def _ids(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def _conversation(self, group: list[Sample], image_tokens: int) -> tuple[list[int], list[int]]:
-        """Token ids of the packed conversation, and per token the index of the question it answers (-1: none)."""
+    def _conversation(self, group: list[Sample], image_tokens: int) -> tuple[list[int], list[int], list[int]]:
+        """Token ids of the packed conversation; per token the index of the question it answers
+        (-1: none), and the index of the question it is a word of (-1: none)."""
         first = self.prompt(group[0]).replace("<|image|>", "<|image|>" * image_tokens)
-        ids, owner = self._ids(first), []
-        owner = [-1] * len(ids)
+        head, tail = first.split(group[0].question)
+        ids: list[int] = []
+        owner: list[int] = []
+        asker: list[int] = []
         for turn, sample in enumerate(group):
-            if turn > 0:
-                asked = self._ids(f"<|user|>\n{sample.question}<|assistant|>\n")
-                ids += asked
-                owner += [-1] * len(asked)
+            before, after = (head, tail) if turn == 0 else ("<|user|>\n", "<|assistant|>\n")
+            for text, who in ((before, -1), (sample.question, turn), (after, -1)):
+                piece = self._ids(text)
+                ids += piece
+                owner += [-1] * len(piece)
+                asker += [who] * len(piece)
             answer = self._ids(sample.answer) + [self.end_id]
             ids += answer
             owner += [turn] * len(answer)
-        return ids, owner
+            asker += [-1] * len(answer)
+        return ids, owner, asker
 
     def _ground(self, group: list[Sample], ids: np.ndarray, owner: np.ndarray, targets: dict) -> np.ndarray:
         """[T, T] bool: row p is a position that predicts an answer token, column j an image token
@@ -233,6 +261,21 @@ class Batcher:
                 about = np.isin(targets["instance"], [i + 1 for i in shapes])
                 ground[position, image_positions[about]] = True
         return ground
+
+    def _asked(self, group: list[Sample], ids: np.ndarray, owner: np.ndarray, asker: np.ndarray) -> np.ndarray:
+        """[T, T] bool: row p predicts an answer token, column j is a word of that turn's question
+        that names what to look for (see asked_words)."""
+        width = len(ids)
+        asked = np.zeros((width, width), bool)
+        for turn, sample in enumerate(group):
+            words = asked_words(sample)
+            if not words:
+                continue
+            mine = np.flatnonzero(asker == turn)
+            keys = [j for j in mine if self.tokenizer.decode([int(ids[j])]).strip().lower() in words]
+            predicting = np.flatnonzero(owner[1:] == turn)
+            asked[np.ix_(predicting, keys)] = True
+        return asked
 
     def answer_grounding(self, sample: Sample) -> list[list[int]]:
         """For every answer token (and the end token) the shapes it is about. A description's
@@ -259,13 +302,15 @@ class Batcher:
         grids = np.asarray(vision["image_grid_thw"])
         # The processor's own rule: one <|image|> per merged token (grid product / merge^2).
         rows = [self._conversation(group, int(grid.prod() // 4)) for group, grid in zip(groups, grids, strict=True)]
-        width = max(len(ids) for ids, _ in rows)
+        width = max(len(ids) for ids, _, _ in rows)
         input_ids = np.zeros((len(rows), width), np.int64)
         owner = np.full((len(rows), width), -1, np.int64)
+        asker = np.full((len(rows), width), -1, np.int64)
         attention = np.zeros((len(rows), width), np.int64)
         offset = 0
-        for i, (ids, own) in enumerate(rows):
+        for i, (ids, own, ask_) in enumerate(rows):
             input_ids[i, : len(ids)] = ids
+            asker[i, : len(ask_)] = ask_
             own_arr = np.asarray(own)
             # Question ids are global over the batch so the loss can average per question.
             owner[i, : len(own)] = np.where(own_arr >= 0, own_arr + offset, -1)
@@ -276,8 +321,10 @@ class Batcher:
         starts = np.cumsum([0] + [len(group) for group in groups])
         local = [np.where(owner[i] >= 0, owner[i] - starts[i], -1) for i in range(len(groups))]
         ground = np.stack([self._ground(group, input_ids[i], local[i], targets[i]) for i, group in enumerate(groups)])
+        asked = np.stack([self._asked(group, input_ids[i], local[i], asker[i]) for i, group in enumerate(groups)])
         return {
             "ground": torch.from_numpy(ground),
+            "asked": torch.from_numpy(asked),
             "input_ids": torch.from_numpy(input_ids),
             "owner": torch.from_numpy(owner),
             "question_weight": torch.tensor(weights, dtype=torch.float32),
@@ -356,7 +403,8 @@ def forward_losses(model, heads: DenseHeads, batch: dict[str, torch.Tensor], wit
     image_hidden = hidden[image_mask.squeeze(-1)]
     readout = heads.readout_loss(model.lm_head(image_hidden).float(), image_hidden, batch)
     weight = batch["question_weight"]
-    ground = grounding_loss(out.attentions, batch["ground"])
+    ground = grounding_loss(out.attentions, batch["ground"], GROUND_HEADS)
+    ground = ground + grounding_loss(out.attentions, batch["asked"], ASK_HEADS)
     return {"dense": dense, "qa": (per_q * weight).sum() / weight.sum(), "readout": readout, "ground": ground}
 
 
@@ -364,17 +412,23 @@ def forward_losses(model, heads: DenseHeads, batch: dict[str, torch.Tensor], wit
 # Layer 0 can only read the question words into the answer position; from layer 1 on the query
 # knows what was asked, so the look-up is taught there and the layers after it decode the answer.
 GROUND_HEADS: tuple[tuple[int, int], ...] = ((1, 0), (2, 0))
+# The first hop: in layer 0, these heads read the question's key words (asked_words) into every
+# answer position, so the look-up heads' queries say what to look for. Without it, half of a
+# look-up head's attention fell on the scene's other shapes and colour answers named their colours.
+ASK_HEADS: tuple[tuple[int, int], ...] = ((0, 0), (0, 2))
 
 
-def grounding_loss(attentions: tuple[torch.Tensor, ...], ground: torch.Tensor) -> torch.Tensor:
-    """-log of the attention mass a supervised head puts on the right image tokens, averaged over
-    answer positions. The per-token read-out showed every image token already knows its shape and
-    colour; what the language model failed to learn was where to look."""
+def grounding_loss(attentions: tuple[torch.Tensor, ...], ground: torch.Tensor,
+                   heads: tuple[tuple[int, int], ...]) -> torch.Tensor:
+    """-log of the attention mass each supervised head puts on the tokens `ground` marks (the
+    asked-about shapes' image tokens, or the question's key words), averaged over answer
+    positions. A probe showed every image token already knows its shape and colour (99.8 %); what
+    the language model had not learned was where to look."""
     rows = ground.any(-1)  # [B, T]
     if not rows.any():
         return attentions[0].sum() * 0.0
     losses = []
-    for layer, head in GROUND_HEADS:
+    for layer, head in heads:
         probs = attentions[layer][:, head]  # [B, T, T]
         mass = (probs * ground).sum(-1)[rows]
         losses.append(-torch.log(mass.float() + 1e-6).mean())

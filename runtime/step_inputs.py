@@ -18,6 +18,8 @@ from edgevlm.runtime.scheduler import ScheduledBatch
 def attention_bias(starts: np.ndarray, counts: np.ndarray, seq: int) -> np.ndarray:
     """# starts, counts: [batch] -> [batch, 1, seq, past + seq], past = max(starts)"""
     batch, past = len(starts), int(np.max(starts)) if len(starts) else 0
+    if seq == 1:
+        return _decode_bias(starts, past)
     cached = np.arange(past)[None, :] < starts[:, None]  # [batch, past]
     q = np.arange(seq)[:, None]
     k = np.arange(seq)[None, :]
@@ -25,6 +27,14 @@ def attention_bias(starts: np.ndarray, counts: np.ndarray, seq: int) -> np.ndarr
     new = np.where(real_query, k[None] <= q[None], k[None] == q[None])  # [batch, seq, seq]
     visible = np.concatenate([np.broadcast_to(cached[:, None, :], (batch, seq, past)), new], axis=2)
     return np.where(visible, np.float32(0), np.float32(-np.inf)).astype(np.float32)[:, None]
+
+
+def _decode_bias(starts: np.ndarray, past: int) -> np.ndarray:
+    """The one-new-token case, built directly (it runs every decode step): a row sees its own
+    cached keys and its new token. # starts: [batch] -> [batch, 1, 1, past + 1]"""
+    bias = np.zeros((len(starts), 1, 1, past + 1), np.float32)
+    bias[:, 0, 0, :past][np.arange(past)[None, :] >= starts[:, None]] = -np.inf
+    return bias
 
 
 def decoder_step(batch: ScheduledBatch, embed_table: EmbedTable, dtype: np.dtype) -> DecoderStep:

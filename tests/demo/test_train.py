@@ -13,8 +13,10 @@ import torch
 from edgevlm.demo.questions import parse_box
 from edgevlm.demo.shapes import iou
 from edgevlm.demo.train import (
+    ASK_HEADS,
     Batcher,
     TrainConfig,
+    asked_words,
     dense_targets,
     grounded_shapes,
     grounding_loss,
@@ -119,6 +121,34 @@ def test_a_description_looks_at_its_shapes_left_to_right() -> None:
     assert [kind for _, kind in named] == [shapes[i].kind for i in left_to_right]
 
 
+def test_answer_positions_look_back_at_the_question_s_key_words() -> None:
+    batcher = Batcher()
+    groups = [scene_questions(i) for i in (31, 32)]
+    batch = batcher(groups)
+    ids, owner, asked = batch["input_ids"].numpy(), batch["owner"].numpy(), batch["asked"].numpy()
+    decode = batcher.tokenizer.decode
+    for row, group in enumerate(groups):
+        for turn, sample in enumerate(group):
+            q = turn + sum(len(g) for g in groups[:row])
+            predicting = np.flatnonzero(owner[row, 1:] == q)
+            words = asked_words(sample)
+            for p in predicting:
+                looked = [decode([int(ids[row, j])]).strip().lower() for j in np.flatnonzero(asked[row, p])]
+                assert set(looked) <= words and bool(looked) == bool(words), (sample.question, looked)
+                # Only words before the answer, in this turn's question.
+                assert all(j < predicting[0] for j in np.flatnonzero(asked[row, p]))
+    assert {layer for layer, _ in ASK_HEADS} == {0}
+
+
+def test_asked_words_name_what_to_look_for() -> None:
+    samples = [s for i in range(80) for s in scene_questions(i)]
+    colour_en = next(s for s in samples if s.qtype == "colour" and s.lang == "en")
+    assert asked_words(colour_en) == {colour_en.target.kind, colour_en.target.kind + "s"}
+    box_zh = next(s for s in samples if s.qtype == "box" and s.lang == "zh")
+    assert set(asked_words(box_zh)) <= set(box_zh.question) and len(asked_words(box_zh)) >= 3
+    assert all(asked_words(s) == set() for s in samples if s.qtype == "describe")
+
+
 def test_grounding_loss_is_low_only_when_the_head_looks_at_the_target() -> None:
     ground = torch.zeros(1, 3, 3, dtype=torch.bool)
     ground[0, 2, 0] = True
@@ -127,8 +157,9 @@ def test_grounding_loss_is_low_only_when_the_head_looks_at_the_target() -> None:
     away = torch.zeros(1, 4, 3, 3)
     away[:, :, 2, 1] = 1.0
     attentions = (looking, looking, looking, looking)
-    assert grounding_loss(attentions, ground).item() < 1e-3
-    assert grounding_loss((away,) * 4, ground).item() > 10
+    heads = ((1, 0), (2, 3))
+    assert grounding_loss(attentions, ground, heads).item() < 1e-3
+    assert grounding_loss((away,) * 4, ground, heads).item() > 10
 
 
 def config(run: Path, steps: int) -> TrainConfig:

@@ -37,6 +37,17 @@ def test_decode_bias_hides_other_rows_padding() -> None:
     assert (bias[:, 0, 0] == 0).tolist() == [[True] * 6, [True, True, False, False, False, True]]
 
 
+def test_decode_bias_equals_the_general_rule() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        starts = rng.integers(0, 40, size=rng.integers(1, 6))
+        fast = attention_bias(starts, np.ones_like(starts), seq=1)
+        general = attention_bias(starts, np.ones_like(starts), seq=2)[:, :, :1]  # row 0 of a 2-token step
+        past = int(starts.max())
+        assert fast.shape == (len(starts), 1, 1, past + 1)
+        assert np.array_equal(fast[..., :past], general[..., :past]) and (fast[..., past] == 0).all()
+
+
 def make_seq(ids: list[int], image_at: list[int], delta: int = 0) -> Sequence:
     array = np.array(ids, np.int64)
     positions = np.stack([np.arange(len(ids))] * 3) + np.array([[0], [10], [20]])
