@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgevlm.demo.checkpoint import build_processor, new_model, save_checkpoint
+from edgevlm.demo.checkpoint import adopt_newline_token, build_processor, new_model, save_checkpoint
 from edgevlm.demo.questions import (
     COLOUR_ZH,
     COLOURS,
@@ -478,6 +478,8 @@ def _start(cfg: TrainConfig, model, heads: DenseHeads, optim) -> tuple[int, int,
         # fresh, and the scene stream continues where the earlier run stopped.
         state = torch.load(cfg.init_from, weights_only=False)
         model.load_state_dict(state["model"])
+        if not state.get("newline_token", False):  # saved before "\n" was a token
+            adopt_newline_token(model)
         heads.load_state_dict(_fitting(heads, state.get("heads", {})), strict=False)
         print(f"initialised from {cfg.init_from} (step {state['step']})", flush=True)
         return 0, state["seen"], 0.0
@@ -555,7 +557,7 @@ def _save_state(path: Path, model, heads, optim, step: int, seen: int, elapsed: 
     # Write then rename: a run killed mid-save keeps its previous checkpoint.
     tmp = path.with_suffix(".tmp")
     torch.save({"model": model.state_dict(), "heads": heads.state_dict(), "optim": optim.state_dict(),
-                "step": step, "seen": seen, "elapsed": elapsed}, tmp)
+                "step": step, "seen": seen, "elapsed": elapsed, "newline_token": True}, tmp)
     tmp.replace(path)
 
 
