@@ -183,13 +183,7 @@ def asked_words(sample: Sample) -> set[str]:
         return {w for name in named for w in (name, PLURAL.get(name, name))}
     chinese = [COLOUR_ZH.get(name) or (SHAPE_ZH_SHORT[name] if sample.qtype == "count" else SHAPE_ZH[name])
                for name in named]
-    return {ch for word in chinese for ch in word} - SHARED_CHARACTERS
-
-
-# Characters every Chinese colour name (色) or shape name (形) ends with: they tell no class apart,
-# so a look at them would only blur what the question asks for.
-SHARED_CHARACTERS = frozenset(set.intersection(*(set(n) for n in COLOUR_ZH.values()))
-                              | set.intersection(*(set(n) for n in SHAPE_ZH.values())))
+    return {ch for word in chinese for ch in word}
 
 
 def grounded_shapes(sample: Sample) -> list[int]:
