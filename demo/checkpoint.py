@@ -134,7 +134,7 @@ def set_attention(model, implementation: str) -> None:
 def adopt_newline_token(model) -> bool:
     """Give a model trained before the vocabulary had "\n" the rows that make it answer exactly as
     before: its "\n" embedding and output rows become copies of <unk>'s, which every newline in
-    the chat template encoded to then. Returns whether rows were copied (False: already distinct).
+    the chat template encoded to then. Returns whether rows were copied (False: they already were).
     The id lies in the padding rows of the embedding table (vocab_size is rounded up to 16), so
     no shape changes."""
     import torch

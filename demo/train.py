@@ -166,6 +166,15 @@ def dense_targets(sample: Sample) -> dict[str, np.ndarray]:
     return {"colour": colour, "shape": kind, "box": box, "covered": kind > 0, "instance": instance}
 
 
+def counted(sample: Sample) -> tuple[list[str], list[str]]:
+    """The colours and shape kinds a count question names (none: it counts every shape), read from
+    its words: English names (plurals contain them) or the Chinese short names (圆 is in 圆形)."""
+    question = sample.question.lower()
+    colours = [c for c in COLOURS if c in question or COLOUR_ZH[c] in question]
+    kinds = [k for k in SHAPES if k in question or SHAPE_ZH_SHORT[k] in question]
+    return colours, kinds
+
+
 def asked_words(sample: Sample) -> set[str]:
     """The question's words (English) or characters (Chinese) that say which shape to look at: the
     shape for a colour question, the colour for a shape question, both for a box, what a count
@@ -174,9 +183,8 @@ def asked_words(sample: Sample) -> set[str]:
         named = {"colour": [sample.target.kind], "shape": [sample.target.colour],
                  "box": [sample.target.colour, sample.target.kind]}[sample.qtype]
     elif sample.qtype == "count":
-        question = sample.question.lower()
-        named = [c for c in COLOURS if c in question or COLOUR_ZH[c] in question]
-        named += [k for k in SHAPES if k in question or SHAPE_ZH_SHORT[k] in question]
+        colours, kinds = counted(sample)
+        named = colours + kinds
     else:
         return set()
     if sample.lang == "en":
@@ -194,9 +202,7 @@ def grounded_shapes(sample: Sample) -> list[int]:
         return [i for i, s in enumerate(shapes) if s == sample.target][:1]
     if sample.qtype != "count" or sample.answer == "0":
         return []
-    question = sample.question.lower()
-    colours = [c for c in COLOURS if c in question or COLOUR_ZH[c] in question]
-    kinds = [k for k in SHAPES if k in question or SHAPE_ZH[k] in question or (k == "circle" and "圆" in question)]
+    colours, kinds = counted(sample)
     return [i for i, s in enumerate(shapes)
             if (not colours or s.colour in colours) and (not kinds or s.kind in kinds)]
 
@@ -573,7 +579,8 @@ def parse_args(argv: list[str]) -> TrainConfig:
     parser.add_argument("--readout-weight", type=float, default=0.5,
                         help="weight of the language model's per-image-token colour/shape read-out")
     parser.add_argument("--ground-weight", type=float, default=0.5,
-                        help="weight of the attention-grounding loss (GROUND_HEADS look at the asked-about shapes)")
+                        help="weight of the attention-grounding loss (ASK_HEADS look at the question's key "
+                             "words, GROUND_HEADS at the asked-about shapes)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-every", type=int, default=500)
     parser.add_argument("--save-every", type=int, default=100)
