@@ -57,6 +57,8 @@ class TrainConfig:
     dense_weight: float
     readout_weight: float
     ground_weight: float
+    layout_weight: float
+    question_weight: tuple[tuple[str, float], ...]  # (question type, weight in the answer loss)
     seed: int
     eval_every: int
     save_every: int
@@ -89,6 +91,12 @@ class DenseHeads(nn.Module):
         # The same digits from the image tokens as they enter the language model: a box answer
         # looks them up there (GROUND_HEADS), so they must be readable without further layers.
         self.vision_digits = nn.Linear(dim, 4 * 11 + 4 * 10)
+        # Where the shape stands among the others, from the image tokens as they enter the
+        # language model (see LAYOUT_TARGETS): a count answer then reads its number off any one
+        # token of what it counts, and a description's k-th item looks for rank k, instead of the
+        # language model counting distinct shapes with attention (which averages, not sums).
+        self.layout = nn.Linear(dim, len(LAYOUT_TARGETS) * LAYOUT_CLASSES)
+        self.layout_weight = 0.0  # set from --layout-weight (runs 1-7 trained without it)
 
     def readout_loss(self, logits: torch.Tensor, hidden: torch.Tensor,
                      targets: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -122,7 +130,21 @@ class DenseHeads(nn.Module):
             pred = torch.sigmoid(self.box(feats[covered].float()))
             loss = loss + 10.0 * nn.functional.smooth_l1_loss(pred, targets["box"][covered], beta=0.05)
             loss = loss + digits_loss(self.vision_digits(feats[covered].float()), targets["box"][covered])
+            layout = self.layout(feats[covered].float()).reshape(-1, LAYOUT_CLASSES)
+            wanted = torch.stack([targets[k][covered] for k in LAYOUT_TARGETS], dim=1).reshape(-1)
+            loss = loss + self.layout_weight * nn.functional.cross_entropy(layout, wanted)
         return loss
+
+
+# Per image token over a shape: its rank from the left (0-3, the order descriptions use), and how
+# many shapes in the scene share its colour, share its kind, and exist at all (1-4).
+LAYOUT_TARGETS = ("rank", "same_colour", "same_kind", "total")
+LAYOUT_CLASSES = 5
+
+
+def left_to_right(shapes) -> list[int]:
+    """Indices of the shapes in the order a description names them (questions.describe)."""
+    return sorted(range(len(shapes)), key=lambda i: (shapes[i].cx, shapes[i].y1))
 
 
 def digits_loss(logits: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
@@ -156,14 +178,21 @@ def dense_targets(sample: Sample) -> dict[str, np.ndarray]:
     kind = np.zeros(gh * gw, np.int64)
     box = np.zeros((gh * gw, 4), np.float32)
     instance = np.zeros(gh * gw, np.int64)
-    for index, shape in enumerate(scene.shapes):
+    layout = {name: np.zeros(gh * gw, np.int64) for name in LAYOUT_TARGETS}
+    shapes = scene.shapes
+    rank = {index: r for r, index in enumerate(left_to_right(shapes))}
+    for index, shape in enumerate(shapes):
         share = (cells == index + 1).mean(axis=1)
         hit = share >= 0.2
         instance[hit] = index + 1
         colour[hit] = COLOUR_IDS[shape.colour]
         kind[hit] = SHAPE_IDS[shape.kind]
         box[hit] = np.array(scene.box_1000(shape), np.float32) / 1000.0
-    return {"colour": colour, "shape": kind, "box": box, "covered": kind > 0, "instance": instance}
+        layout["rank"][hit] = rank[index]
+        layout["same_colour"][hit] = sum(s.colour == shape.colour for s in shapes)
+        layout["same_kind"][hit] = sum(s.kind == shape.kind for s in shapes)
+        layout["total"][hit] = len(shapes)
+    return {"colour": colour, "shape": kind, "box": box, "covered": kind > 0, "instance": instance, **layout}
 
 
 def counted(sample: Sample) -> tuple[list[str], list[str]]:
@@ -207,9 +236,21 @@ def grounded_shapes(sample: Sample) -> list[int]:
             if (not colours or s.colour in colours) and (not kinds or s.kind in kinds)]
 
 
-# Boxes are the slowest type to learn (12 digits to get right, not one word): their questions
-# count double in the question-answering loss.
-QUESTION_WEIGHT = {"box": 2.0}
+# Boxes are the slowest type to learn (12 digits to get right, not one word): by default their
+# questions count double in the question-answering loss (--question-weight moves the stress to
+# whichever types lag).
+QUESTION_WEIGHT = "box=2"
+
+
+def question_weights(text: str) -> tuple[tuple[str, float], ...]:
+    """"box=2,count=1.5" -> (("box", 2.0), ("count", 1.5)); unknown types are refused."""
+    pairs = []
+    for item in filter(None, text.split(",")):
+        name, _, value = item.partition("=")
+        if name not in QUESTION_TYPES:
+            raise argparse.ArgumentTypeError(f"unknown question type {name!r} (one of {', '.join(QUESTION_TYPES)})")
+        pairs.append((name, float(value)))
+    return tuple(pairs)
 
 
 class Batcher:
@@ -221,7 +262,8 @@ class Batcher:
     exactly the single-question format that eval and serving use.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, question_weight: tuple[tuple[str, float], ...] = question_weights(QUESTION_WEIGHT)) -> None:
+        self.question_weight = dict(question_weight)
         self.processor = build_processor()
         self.tokenizer = self.processor.tokenizer
         self.end_id = self.tokenizer.convert_tokens_to_ids("<|endoftext|>")
@@ -293,7 +335,7 @@ class Batcher:
         everything = list(range(len(shapes)))
         per_token: list[list[int]] = []
         text_end = 0
-        for index in sorted(everything, key=lambda i: (shapes[i].cx, shapes[i].y1)):
+        for index in left_to_right(shapes):
             phrase = describe_item(shapes[index], sample.lang)
             start = sample.answer.index(phrase, text_end)
             text_end = start + len(phrase)
@@ -323,7 +365,7 @@ class Batcher:
             offset += len(groups[i])
             attention[i, : len(ids)] = 1
         targets = [dense_targets(group[0]) for group in groups]
-        weights = [QUESTION_WEIGHT.get(s.qtype, 1.0) for group in groups for s in group]
+        weights = [self.question_weight.get(s.qtype, 1.0) for group in groups for s in group]
         starts = np.cumsum([0] + [len(group) for group in groups])
         local = [np.where(owner[i] >= 0, owner[i] - starts[i], -1) for i in range(len(groups))]
         ground = np.stack([self._ground(group, input_ids[i], local[i], targets[i]) for i, group in enumerate(groups)])
@@ -380,7 +422,8 @@ def forward_losses(model, heads: DenseHeads, batch: dict[str, torch.Tensor], wit
     vision = inner.visual(batch["pixel_values"], grid_thw=batch["image_grid_thw"])
     merged = vision.pooler_output  # [image tokens, hidden]
     embed_weight = inner.language_model.embed_tokens.weight
-    dense = heads.loss(merged, {k: batch[k] for k in ("colour", "shape", "box", "covered")}, embed_weight)
+    dense = heads.loss(merged, {k: batch[k] for k in ("colour", "shape", "box", "covered", *LAYOUT_TARGETS)},
+                       embed_weight)
     if not with_qa:
         return {"dense": dense}
     ids = batch["input_ids"]
@@ -538,8 +581,9 @@ def train(cfg: TrainConfig) -> None:
     # The grounding loss reads the language model's attention probabilities: eager attention there
     # (SDPA does not return them); the vision tower keeps SDPA.
     model.config.text_config._attn_implementation = "eager"
-    batcher = Batcher()
+    batcher = Batcher(cfg.question_weight)
     heads = dense_heads(model, batcher.tokenizer)
+    heads.layout_weight = cfg.layout_weight
     optim = _optimiser(cfg, model, heads)
     step, seen, elapsed = _start(cfg, model, heads, optim)
     model.train()
@@ -581,6 +625,10 @@ def parse_args(argv: list[str]) -> TrainConfig:
     parser.add_argument("--ground-weight", type=float, default=0.5,
                         help="weight of the attention-grounding loss (ASK_HEADS look at the question's key "
                              "words, GROUND_HEADS at the asked-about shapes)")
+    parser.add_argument("--layout-weight", type=float, default=0.0,
+                        help="weight of the image tokens' layout heads (rank from the left, counts), in the dense loss")
+    parser.add_argument("--question-weight", type=question_weights, default=question_weights(QUESTION_WEIGHT),
+                        help=f"per-type weights in the answer loss, e.g. box=2,count=2 (default {QUESTION_WEIGHT})")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-every", type=int, default=500)
     parser.add_argument("--save-every", type=int, default=100)
@@ -588,7 +636,8 @@ def parse_args(argv: list[str]) -> TrainConfig:
     parser.add_argument("--init-from", type=Path, help="state.pt of an earlier run: start from its model weights")
     a = parser.parse_args(argv)
     return TrainConfig(a.run, a.steps, a.warmup_vision, a.batch_size, a.lr, a.vision_lr, a.dense_weight,
-                       a.readout_weight, a.ground_weight, a.seed, a.eval_every, a.save_every, a.threads, a.init_from)
+                       a.readout_weight, a.ground_weight, a.layout_weight, a.question_weight, a.seed,
+                       a.eval_every, a.save_every, a.threads, a.init_from)
 
 
 if __name__ == "__main__":

@@ -3,11 +3,13 @@ what is drawn, and a run saves, resumes and continues the scene stream."""
 
 from __future__ import annotations
 
+import argparse
 import json
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from edgevlm.demo.questions import parse_box
@@ -20,6 +22,7 @@ from edgevlm.demo.train import (
     dense_targets,
     grounded_shapes,
     grounding_loss,
+    question_weights,
     scene_questions,
     train,
 )
@@ -64,6 +67,28 @@ def test_dense_targets_follow_the_drawing() -> None:
     assert covered.any() and not covered.all()
     assert (targets["colour"][covered] > 0).all() and (targets["colour"][~covered] == 0).all()
     assert np.all((targets["box"][covered] >= 0) & (targets["box"][covered] <= 1))
+
+
+def test_layout_targets_rank_and_count_the_drawn_shapes() -> None:
+    for index in range(30):
+        sample = scene_questions(index)[0]
+        targets = dense_targets(sample)
+        shapes = sample.scene.shapes
+        for number, shape in enumerate(shapes, start=1):
+            mine = targets["instance"] == number
+            if not mine.any():  # a shape too small to own a cell
+                continue
+            rank = sum((s.cx, s.y1) < (shape.cx, shape.y1) for s in shapes)
+            assert set(targets["rank"][mine]) == {rank}
+            assert set(targets["same_colour"][mine]) == {sum(s.colour == shape.colour for s in shapes)}
+            assert set(targets["same_kind"][mine]) == {sum(s.kind == shape.kind for s in shapes)}
+            assert set(targets["total"][mine]) == {len(shapes)}
+
+
+def test_question_weights_parse_and_refuse_unknown_types() -> None:
+    assert question_weights("box=2,count=1.5") == (("box", 2.0), ("count", 1.5))
+    with pytest.raises(argparse.ArgumentTypeError, match="unknown question type 'boxes'"):
+        question_weights("boxes=2")
 
 
 def test_grounded_shapes_are_the_ones_asked_about() -> None:
@@ -164,7 +189,8 @@ def test_grounding_loss_is_low_only_when_the_head_looks_at_the_target() -> None:
 
 def config(run: Path, steps: int) -> TrainConfig:
     return TrainConfig(run=run, steps=steps, warmup_vision=1, batch_size=1, lr=1e-3, vision_lr=1e-3,
-                       dense_weight=0.5, readout_weight=0.5, ground_weight=0.5, seed=0, eval_every=10_000,
+                       dense_weight=0.5, readout_weight=0.5, ground_weight=0.5, layout_weight=1.0,
+                       question_weight=(("count", 2.0),), seed=0, eval_every=10_000,
                        save_every=1, threads=1, init_from=None)
 
 
