@@ -109,10 +109,6 @@ FIXED = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the committed demo model is below issue 2's accuracy target (82.3 % overall; demo/model/README.md)",
-)
 def test_demo_model_answers_fixed_heldout_questions(demo_model_dir: Path) -> None:
     _assert_answers_right(demo_model_dir, [heldout_set(600)[i] for i in FIXED.values()])
 
