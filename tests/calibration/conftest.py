@@ -59,7 +59,8 @@ def int8_bundle(bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 @pytest.fixture(scope="session")
 def int4_bundle(bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("int4") / "bundle"
+    # Kept whatever the gate says, as the int8 bundle is; the budget has its own test.
     code = quantize("--bundle", str(bundle_dir), "--out", str(out), "--mode", "int4",
-                    "--samples", str(SAMPLES), "--eval-limit", str(EVAL_LIMIT))
+                    "--samples", str(SAMPLES), "--eval-limit", str(EVAL_LIMIT), "--allow-accuracy-drop")
     assert code == 0, "edgevlm quantize --mode int4 failed"
     return out

@@ -45,8 +45,9 @@ def test_the_manifest_records_the_quantization(int8_bundle: Path, eval_limit: in
 
 @pytest.mark.xfail(
     strict=True,
-    reason="known gap: the retrained demo model (82.3 %) loses 2.0 points at int8 on the 600 held-out "
-    "questions and 3-5 on this slice; issue 7's int8 budget is 1 point (calibration/README.md)",
+    reason="known gap: on this test's 100-question slice with 8 calibration samples the demo model loses "
+    "more than issue 7's 1-point int8 budget; the full gate (600 questions, 32 samples) passes with a "
+    "0.8-point drop (92.0 vs 92.8 %, calibration/README.md)",
 )
 def test_accuracy_within_the_int8_budget(int8_bundle: Path) -> None:
     accuracy = json.loads((int8_bundle / "manifest.json").read_text())["quantization"]["accuracy"]
