@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from edgevlm.demo.shapes import COLOURS, SHAPES, Scene, Shape, iou, random_scene
@@ -74,9 +75,14 @@ def describe_item(shape: Shape, lang: str) -> str:
     return f"a {shape.colour} {shape.kind}" if lang == "en" else COLOUR_ZH[shape.colour] + SHAPE_ZH[shape.kind]
 
 
+def left_to_right(shapes: Sequence[Shape]) -> list[int]:
+    """Indices of the shapes in the order a description names them: by centre x, then top."""
+    return sorted(range(len(shapes)), key=lambda i: (shapes[i].cx, shapes[i].y1))
+
+
 def describe(scene: Scene, lang: str) -> str:
     """One sentence listing every shape from left to right."""
-    ordered = sorted(scene.shapes, key=lambda s: (s.cx, s.y1))
+    ordered = [scene.shapes[i] for i in left_to_right(scene.shapes)]
     n = len(ordered)
     items = [describe_item(s, lang) for s in ordered]
     if lang == "en":

@@ -37,6 +37,7 @@ from edgevlm.demo.questions import (
     describe_item,
     format_box,
     is_correct,
+    left_to_right,
     sample_for_index,
 )
 from edgevlm.demo.shapes import random_scene, render, shape_masks
@@ -75,7 +76,8 @@ class DenseHeads(nn.Module):
     "circle"/"圆形", and the language model only has to copy what the question points at.
     """
 
-    def __init__(self, dim: int, colour_words: list[list[int]], shape_words: list[list[int]]) -> None:
+    def __init__(self, dim: int, colour_words: list[list[int]], shape_words: list[list[int]],
+                 layout_weight: float = 0.0) -> None:
         super().__init__()
         self.colour_words = colour_words
         self.shape_words = shape_words
@@ -96,7 +98,7 @@ class DenseHeads(nn.Module):
         # token of what it counts, and a description's k-th item looks for rank k, instead of the
         # language model counting distinct shapes with attention (which averages, not sums).
         self.layout = nn.Linear(dim, len(LAYOUT_TARGETS) * LAYOUT_CLASSES)
-        self.layout_weight = 0.0  # set from --layout-weight (runs 1-7 trained without it)
+        self.layout_weight = layout_weight  # --layout-weight (runs 1-7 trained without it: 0)
 
     def readout_loss(self, logits: torch.Tensor, hidden: torch.Tensor,
                      targets: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -142,11 +144,6 @@ LAYOUT_TARGETS = ("rank", "same_colour", "same_kind", "total")
 LAYOUT_CLASSES = 5
 
 
-def left_to_right(shapes) -> list[int]:
-    """Indices of the shapes in the order a description names them (questions.describe)."""
-    return sorted(range(len(shapes)), key=lambda i: (shapes[i].cx, shapes[i].y1))
-
-
 def digits_loss(logits: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of the hundreds (0-10) and tens (0-9) of a box's four 0-1000 coordinates.
     # logits: [tokens, 4 * 11 + 4 * 10]; box: [tokens, 4] in 0..1"""
@@ -162,10 +159,10 @@ def name_ids(tokenizer, english: str, chinese: str) -> list[int]:
     return [i for name in (english, chinese) for i in tokenizer(name, add_special_tokens=False)["input_ids"]]
 
 
-def dense_heads(model, tokenizer) -> DenseHeads:
+def dense_heads(model, tokenizer, layout_weight: float = 0.0) -> DenseHeads:
     colour_words = [name_ids(tokenizer, c, COLOUR_ZH[c]) for c in COLOURS]
     shape_words = [name_ids(tokenizer, k, SHAPE_ZH[k]) for k in SHAPES]
-    return DenseHeads(model.config.text_config.hidden_size, colour_words, shape_words)
+    return DenseHeads(model.config.text_config.hidden_size, colour_words, shape_words, layout_weight)
 
 
 def dense_targets(sample: Sample) -> dict[str, np.ndarray]:
@@ -582,8 +579,7 @@ def train(cfg: TrainConfig) -> None:
     # (SDPA does not return them); the vision tower keeps SDPA.
     model.config.text_config._attn_implementation = "eager"
     batcher = Batcher(cfg.question_weight)
-    heads = dense_heads(model, batcher.tokenizer)
-    heads.layout_weight = cfg.layout_weight
+    heads = dense_heads(model, batcher.tokenizer, cfg.layout_weight)
     optim = _optimiser(cfg, model, heads)
     step, seen, elapsed = _start(cfg, model, heads, optim)
     model.train()
