@@ -1,10 +1,11 @@
-"""Train the demo GLM-4V model on synthetic shapes, on CPU, resumable from checkpoints.
+"""Train the demo GLM-4V model on synthetic shapes, on CPU (or a CUDA GPU), resumable from checkpoints.
 
 Recipe: (1) vision warm-up: every merged image token is supervised with the colour, the shape and
 the box of the shape under it (throw-away heads), so the tiny vision tower learns shape and place;
 (2) question answering end to end with the dense loss kept on as an auxiliary.
 
     python -m edgevlm.demo.train --run runs/demo --steps 6000 --warmup-vision 800
+    python -m edgevlm.demo.train --run runs/gpu --device cuda --workers 12 ...   # on a GPU machine
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import math
 import random
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +67,8 @@ class TrainConfig:
     save_every: int
     threads: int
     init_from: Path | None
+    device: str = "cpu"
+    workers: int = 0  # processes that build batches ahead of the training step (0: in the loop)
 
 
 class DenseHeads(nn.Module):
@@ -82,8 +86,8 @@ class DenseHeads(nn.Module):
         self.colour_words = colour_words
         self.shape_words = shape_words
         # The English word of each class (plain tensors, not state): the read-out's targets.
-        self.colour_english = torch.tensor([ids[0] for ids in colour_words])
-        self.shape_english = torch.tensor([ids[0] for ids in shape_words])
+        self.register_buffer("colour_english", torch.tensor([ids[0] for ids in colour_words]), persistent=False)
+        self.register_buffer("shape_english", torch.tensor([ids[0] for ids in shape_words]), persistent=False)
         self.background = nn.Parameter(torch.randn(2, dim) * 0.02)  # "no shape here", per head
         self.scale = nn.Parameter(torch.tensor(10.0))
         self.box = nn.Linear(dim, 4)
@@ -444,8 +448,8 @@ def forward_losses(model, heads: DenseHeads, batch: dict[str, torch.Tensor], wit
     token_loss = nn.functional.cross_entropy(logits, targets, reduction="none")
     question = owner[picked]
     count = int(batch["num_questions"])
-    per_q = torch.zeros(count).index_add_(0, question, token_loss)
-    per_q = per_q / torch.zeros(count).index_add_(0, question, torch.ones_like(token_loss)).clamp(min=1)
+    per_q = token_loss.new_zeros(count).index_add_(0, question, token_loss)
+    per_q = per_q / token_loss.new_zeros(count).index_add_(0, question, torch.ones_like(token_loss)).clamp(min=1)
     image_hidden = hidden[image_mask.squeeze(-1)]
     readout = heads.readout_loss(model.lm_head(image_hidden).float(), image_hidden, batch)
     weight = batch["question_weight"]
@@ -499,6 +503,7 @@ def quick_eval(model, batcher: Batcher, count: int) -> dict[str, float]:
         for i in range(count):
             sample = sample_for_index(i, HELDOUT_OFFSET)
             enc = batcher.processor(text=[batcher.prompt(sample)], images=[render(sample.scene)], return_tensors="pt")
+            enc = enc.to(model.device)
             out = model.generate(**enc, max_new_tokens=64, do_sample=False)
             text = batcher.tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=False)
             text = text.split("<|endoftext|>")[0]
@@ -513,7 +518,7 @@ def _start(cfg: TrainConfig, model, heads: DenseHeads, optim) -> tuple[int, int,
     """(step, scenes seen, seconds trained): resume this run, or start from --init-from's weights."""
     state_path = cfg.run / "state.pt"
     if state_path.exists():
-        state = torch.load(state_path, weights_only=False)
+        state = torch.load(state_path, weights_only=False, map_location="cpu")
         model.load_state_dict(state["model"])
         heads.load_state_dict(state["heads"])
         optim.load_state_dict(state["optim"])
@@ -522,7 +527,7 @@ def _start(cfg: TrainConfig, model, heads: DenseHeads, optim) -> tuple[int, int,
     if cfg.init_from is not None:
         # The model's weights (and the heads' that still fit) carry over; the optimiser starts
         # fresh, and the scene stream continues where the earlier run stopped.
-        state = torch.load(cfg.init_from, weights_only=False)
+        state = torch.load(cfg.init_from, weights_only=False, map_location="cpu")
         model.load_state_dict(state["model"])
         if not state.get("newline_token", False):  # saved before "\n" was a token
             adopt_newline_token(model)
@@ -580,13 +585,16 @@ def train(cfg: TrainConfig) -> None:
     model.config.text_config._attn_implementation = "eager"
     batcher = Batcher(cfg.question_weight)
     heads = dense_heads(model, batcher.tokenizer, cfg.layout_weight)
+    model.to(cfg.device)
+    heads.to(cfg.device)
     optim = _optimiser(cfg, model, heads)
     step, seen, elapsed = _start(cfg, model, heads, optim)
     model.train()
     started = time.time() - elapsed
+    stream = scene_batches(cfg, seen, cfg.steps - step)
     with (cfg.run / "log.jsonl").open("a") as log:
         while step < cfg.steps:
-            batch = batcher([scene_questions(seen + i) for i in range(cfg.batch_size)])
+            batch = {k: v.to(cfg.device, non_blocking=True) for k, v in next(stream).items()}
             losses = _step(cfg, model, heads, optim, batch, step)
             step, seen = step + 1, seen + cfg.batch_size
             if step % 20 == 0:
@@ -597,6 +605,39 @@ def train(cfg: TrainConfig) -> None:
                 _save_state(cfg.run / "state.pt", model, heads, optim, step, seen, time.time() - started)
                 save_checkpoint(model, cfg.run / "checkpoint")
     print(f"done: {step} steps in {(time.time() - started) / 60:.1f} min", flush=True)
+
+
+class SceneBatches(torch.utils.data.Dataset):
+    """Batch k of a run's remaining steps: the scenes from `first_scene + k * batch_size` on. A
+    pure function of k, so worker processes can build batches ahead and the stream stays the one
+    the training loop would have built itself."""
+
+    def __init__(self, first_scene: int, batch_size: int, steps: int,
+                 question_weight: tuple[tuple[str, float], ...]) -> None:
+        self.first_scene, self.batch_size, self.steps = first_scene, batch_size, steps
+        self.question_weight = question_weight
+        self._batcher: Batcher | None = None  # built in the process that uses it
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
+        if self._batcher is None:
+            self._batcher = Batcher(self.question_weight)
+        start = self.first_scene + k * self.batch_size
+        return self._batcher([scene_questions(start + i) for i in range(self.batch_size)])
+
+
+def scene_batches(cfg: TrainConfig, seen: int, steps: int) -> Iterator[dict[str, torch.Tensor]]:
+    """The run's batches in order: built in the loop, or by --workers processes a few steps ahead
+    (a GPU step is faster than one CPU core renders and tokenises a batch)."""
+    data = SceneBatches(seen, cfg.batch_size, steps, cfg.question_weight)
+    if cfg.workers == 0:
+        return (data[k] for k in range(steps))
+    # spawn, not fork: the parent already holds CUDA and torch's thread pools.
+    loader = torch.utils.data.DataLoader(data, batch_size=None, num_workers=cfg.workers, prefetch_factor=2,
+                                         multiprocessing_context="spawn", pin_memory=cfg.device.startswith("cuda"))
+    return iter(loader)
 
 
 def _save_state(path: Path, model, heads, optim, step: int, seen: int, elapsed: float) -> None:
@@ -630,10 +671,12 @@ def parse_args(argv: list[str]) -> TrainConfig:
     parser.add_argument("--save-every", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--init-from", type=Path, help="state.pt of an earlier run: start from its model weights")
+    parser.add_argument("--device", default="cpu", help="torch device to train on (cpu, cuda)")
+    parser.add_argument("--workers", type=int, default=0, help="processes building batches ahead (0: in the loop)")
     a = parser.parse_args(argv)
     return TrainConfig(a.run, a.steps, a.warmup_vision, a.batch_size, a.lr, a.vision_lr, a.dense_weight,
                        a.readout_weight, a.ground_weight, a.layout_weight, a.question_weight, a.seed,
-                       a.eval_every, a.save_every, a.threads, a.init_from)
+                       a.eval_every, a.save_every, a.threads, a.init_from, a.device, a.workers)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from edgevlm.demo.train import (
     grounded_shapes,
     grounding_loss,
     question_weights,
+    scene_batches,
     scene_questions,
     train,
 )
@@ -211,3 +212,16 @@ def test_a_run_saves_resumes_and_continues_the_scene_stream(tmp_path: Path) -> N
     third = torch.load(fresh / "state.pt", weights_only=False)
     assert third["step"] == 1 and third["seen"] == 4
 
+
+
+def test_worker_processes_build_the_batches_the_loop_would_build(tmp_path: Path) -> None:
+    cfg = replace(config(tmp_path, steps=2), batch_size=2)
+    in_loop = list(scene_batches(cfg, seen=5, steps=2))
+    ahead = list(scene_batches(replace(cfg, workers=2), seen=5, steps=2))
+    assert len(in_loop) == len(ahead) == 2
+    for mine, theirs in zip(in_loop, ahead, strict=True):
+        assert mine.keys() == theirs.keys()
+        for key in mine:
+            assert torch.equal(mine[key], theirs[key]), key
+    # batch k holds scenes 5 + 2k and 6 + 2k: the stream continues where `seen` says
+    assert not torch.equal(in_loop[0]["input_ids"][:1], in_loop[1]["input_ids"][:1])
