@@ -49,6 +49,12 @@ class RequestStream(AsyncIterator[StreamEvent]):
         if self._done:
             raise StopAsyncIteration
         event = await self._queue.get()
+        # Events that queued while the reader was busy leave as one. A reader that keeps up gets
+        # every step's event as it comes; one that falls behind (many streams on a busy server)
+        # catches up with one write instead of one per token, so per-chunk costs stop growing
+        # with load (vLLM's stream interval, sized by the backlog instead of fixed).
+        while event.finish_reason is None and not self._queue.empty():
+            event = event.then(self._queue.get_nowait())
         if event.finish_reason is not None:
             self._done = True
         return event

@@ -107,6 +107,13 @@ class StreamEvent:
     usage: Usage | None = None
     error: str | None = None
 
+    def then(self, later: StreamEvent) -> StreamEvent:
+        """This event and the one after it as one: texts and logprobs joined, the ending (finish
+        reason, usage, error) the later one's. Only an event without a finish reason has a next."""
+        assert self.finish_reason is None, "nothing follows a finished stream's last event"
+        return StreamEvent(self.text + later.text, self.logprobs + later.logprobs, later.finish_reason,
+                           later.usage, later.error)
+
 
 class EngineOverloaded(Exception):
     """The waiting queue is full; retry after `retry_after` seconds (server: 429 + Retry-After)."""

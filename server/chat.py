@@ -181,6 +181,7 @@ class ChunkWriter:
             created,
             include_usage,
         )
+        self._content_template: tuple[bytes, bytes] | None = None
 
     def chunk(self, choices: list[ChunkChoice], usage_out: UsageOut | None = None) -> bytes:
         chunk = ChatCompletionChunk(
@@ -195,6 +196,19 @@ class ChunkWriter:
 
     def delta(self, delta: Delta, finish: Any = None, logprobs: list[TokenLogprobOut] | None = None) -> bytes:
         return self.chunk([ChunkChoice(index=0, delta=delta, finish_reason=finish, logprobs=choice_logprobs(logprobs))])
+
+    def content(self, text: str) -> bytes:
+        """The chunk of a text delta (no logprobs): `delta(Delta(content=text))`, byte for byte,
+        without building and dumping the models for every token. Rule: the template is cut from
+        what `delta` writes for a marker text, so the two cannot drift apart."""
+        if self._content_template is None:
+            marker = "\u0000edgevlm-content\u0000"
+            whole = self.delta(Delta(content=marker))
+            quoted = json.dumps(marker, ensure_ascii=False).encode()
+            head, _, tail = whole.partition(quoted)
+            self._content_template = (head, tail)
+        head, tail = self._content_template
+        return head + json.dumps(text, ensure_ascii=False).encode() + tail
 
 
 def sse(data: dict[str, Any]) -> bytes:
@@ -212,9 +226,10 @@ async def sse_events(gen: Generation, chunks: ChunkWriter) -> AsyncGenerator[byt
                 if event.finish_reason in ("error", "cancelled"):
                     yield sse(stream_error(gen).payload())
                     break
-                if event.text or event.logprobs:
-                    lps = logprobs_out(event.logprobs) if event.logprobs else None
-                    yield chunks.delta(Delta(content=event.text), logprobs=lps)
+                if event.logprobs:
+                    yield chunks.delta(Delta(content=event.text), logprobs=logprobs_out(event.logprobs))
+                elif event.text:
+                    yield chunks.content(event.text)
                 if event.finish_reason is not None:
                     yield chunks.delta(Delta(), finish=event.finish_reason)
                     if chunks.include_usage:

@@ -113,3 +113,26 @@ def test_stop_drains_running_requests(engine: Engine) -> None:
         return [(await collect(s))[-1].finish_reason for s in streams]
 
     assert asyncio.run(main()) == ["length"] * 3
+
+
+def test_a_reader_that_falls_behind_gets_the_backlog_as_one_event(engine: Engine) -> None:
+    request = long_request("slow", tokens=40)
+    params = SamplingParams(max_tokens=40, min_tokens=40, logprobs=True)
+    request = GenerationRequest("slow", request.messages, params)
+    expected = engine.generate([GenerationRequest("slow-ref", request.messages, params)])[0].text
+
+    async def main() -> list:
+        front = AsyncEngine(engine)
+        await front.start()
+        stream = front.submit(request)
+        await asyncio.sleep(0.5)  # the engine runs ahead while nobody reads
+        events = await collect(stream)
+        await front.stop(drain_timeout=5)
+        return events
+
+    events = asyncio.run(main())
+    assert len(events) < 40  # merged, not one event per token
+    assert "".join(e.text for e in events) == expected
+    assert sum(len(e.logprobs) for e in events) == 40  # every token's logprob survives the merge
+    assert events[-1].finish_reason == "length" and events[-1].usage.completion_tokens == 40
+    assert all(e.finish_reason is None for e in events[:-1])
