@@ -80,6 +80,9 @@ class DenseHeads(nn.Module):
     "circle"/"圆形", and the language model only has to copy what the question points at.
     """
 
+    colour_english: torch.Tensor  # buffers (see __init__), typed for the checker
+    shape_english: torch.Tensor
+
     def __init__(self, dim: int, colour_words: list[list[int]], shape_words: list[list[int]],
                  layout_weight: float = 0.0) -> None:
         super().__init__()
