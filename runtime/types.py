@@ -106,13 +106,14 @@ class StreamEvent:
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
     error: str | None = None
+    steps: int = 1  # engine steps this event covers: more than 1 when a slow reader's backlog was joined
 
     def then(self, later: StreamEvent) -> StreamEvent:
         """This event and the one after it as one: texts and logprobs joined, the ending (finish
         reason, usage, error) the later one's. Only an event without a finish reason has a next."""
         assert self.finish_reason is None, "nothing follows a finished stream's last event"
         return StreamEvent(self.text + later.text, self.logprobs + later.logprobs, later.finish_reason,
-                           later.usage, later.error)
+                           later.usage, later.error, self.steps + later.steps)
 
 
 class EngineOverloaded(Exception):

@@ -31,7 +31,7 @@ class Generation:
         self.timer.on_submitted()
         try:
             async for event in self.stream:
-                self.timer.on_event(bool(event.text), self.metrics)
+                self.timer.on_event(bool(event.text), self.metrics, event.steps)
                 if event.usage is not None:
                     self.prompt_tokens = event.usage.prompt_tokens
                     self.completion_tokens = event.usage.completion_tokens

@@ -122,7 +122,9 @@ class RequestTimer:
     def on_submitted(self) -> None:
         self.submitted = time.perf_counter()
 
-    def on_event(self, has_text: bool, metrics: Metrics) -> None:
+    def on_event(self, has_text: bool, metrics: Metrics, steps: int = 1) -> None:
+        """`steps`: engine steps the event covers. A joined backlog (a reader that fell behind)
+        spreads its wait over its tokens, so the histogram stays per token, not per chunk."""
         now = time.perf_counter()
         if self.first_event is None:
             self.first_event = now
@@ -133,7 +135,9 @@ class RequestTimer:
             self.first_token = now
             metrics.ttft.observe(now - self.arrival)
         elif self.last_token is not None:
-            metrics.inter_token.observe(now - self.last_token)
+            share = (now - self.last_token) / max(steps, 1)
+            for _ in range(max(steps, 1)):
+                metrics.inter_token.observe(share)
         self.last_token = now
         self.chunks += 1
 

@@ -134,5 +134,6 @@ def test_a_reader_that_falls_behind_gets_the_backlog_as_one_event(engine: Engine
     assert len(events) < 40  # merged, not one event per token
     assert "".join(e.text for e in events) == expected
     assert sum(len(e.logprobs) for e in events) == 40  # every token's logprob survives the merge
+    assert sum(e.steps for e in events) == 40  # and the count of engine steps behind them
     assert events[-1].finish_reason == "length" and events[-1].usage.completion_tokens == 40
     assert all(e.finish_reason is None for e in events[:-1])
