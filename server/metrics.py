@@ -135,9 +135,8 @@ class RequestTimer:
             self.first_token = now
             metrics.ttft.observe(now - self.arrival)
         elif self.last_token is not None:
-            share = (now - self.last_token) / max(steps, 1)
-            for _ in range(max(steps, 1)):
-                metrics.inter_token.observe(share)
+            for _ in range(steps):  # steps >= 1: every event covers at least one engine step
+                metrics.inter_token.observe((now - self.last_token) / steps)
         self.last_token = now
         self.chunks += 1
 

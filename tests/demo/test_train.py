@@ -213,7 +213,6 @@ def test_a_run_saves_resumes_and_continues_the_scene_stream(tmp_path: Path) -> N
     assert third["step"] == 1 and third["seen"] == 4
 
 
-
 def test_worker_processes_build_the_batches_the_loop_would_build(tmp_path: Path) -> None:
     cfg = replace(config(tmp_path, steps=2), batch_size=2)
     in_loop = list(scene_batches(cfg, seen=5, steps=2))
