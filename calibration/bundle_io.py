@@ -41,9 +41,12 @@ def graph_path(bundle_dir: Path, manifest: dict[str, Any], graph: str) -> Path:
 
 
 def graph_files(manifest: dict[str, Any]) -> set[str]:
-    """The graph files and their external data, by name."""
+    """The graph files, their external data and their CPU forms, by name. A source's CPU form is
+    never copied: it reads the source graph's weights (an fp32 bundle's decoder.cpu.onnx), and the
+    quantized bundle writes its own."""
     names = {manifest["graphs"][g]["file"] for g in GRAPHS}
-    return names | {f"{name}.data" for name in names}
+    forms = {manifest["graphs"][g]["cpu_form"]["file"] for g in GRAPHS if manifest["graphs"][g].get("cpu_form")}
+    return names | {f"{name}.data" for name in names} | forms
 
 
 def cpu_form_name(graph_file: str) -> str:

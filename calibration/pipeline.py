@@ -163,6 +163,7 @@ def _int4(options: QuantizeOptions, source: dict[str, Any], feeds: CalibrationFe
         count = int4.quantize_graph(src, staging / src.name, method, options.block_size, excluded,
                                     None if feeds is None else feeds.decoder, policy.lm_head_node(graph))
     progress.note(f"{count} MatMuls -> MatMulNBits (lm_head included)")
+    cpu_entry = _int4_cpu_form(options, source, staging, progress)
     vision = _int8_graphs(options, source, feeds, work, staging, progress, ("vision",), int8.DEFAULT_METHOD)
     return {
         "format": "matmulnbits",
@@ -176,9 +177,33 @@ def _int4(options: QuantizeOptions, source: dict[str, Any], feeds: CalibrationFe
         "calibration_cache": vision["calibration_cache"],
         "graphs": {
             "vision": vision["graphs"]["vision"],
-            "decoder": {"quantized_linears": count, "kept_float": {k: list(v) for k, v in decoder_plan.kept.items()}},
+            "decoder": {"quantized_linears": count, "kept_float": {k: list(v) for k, v in decoder_plan.kept.items()},
+                        "cpu_form": cpu_entry},
         },
     }
+
+
+def _int4_cpu_form(options: QuantizeOptions, source: dict[str, Any], staging: Path,
+                   progress: Progress) -> dict[str, Any] | None:
+    """The source's in-place decoder CPU form (export/decoder_gqa.py) quantized the same way, its
+    4-bit weights pointed into the quantized decoder.onnx's data (rtn is deterministic, so every one
+    has a twin). awq and gptq fit their weights on the portable graph's feeds: those bundles serve
+    the portable form, without one."""
+    import onnx
+
+    from edgevlm.export.shared_weights import share_weights
+
+    form = source["graphs"]["decoder"].get("cpu_form")
+    if not form or options.resolved_method != "rtn":
+        return None
+    src, dst = options.bundle_dir / form["file"], staging / form["file"]
+    graph = onnx.load(str(src), load_external_data=False)
+    plan = policy.plan("decoder", graph)
+    excluded = [n for names in plan.kept.values() for n in names]
+    with progress.stage("quantize", f"{form['file']}: the same 4-bit blocks, weights shared"):
+        count = int4.quantize_graph(src, dst, "rtn", options.block_size, excluded, None, policy.lm_head_node(graph))
+        shared = share_weights(dst, staging / source["graphs"]["decoder"]["file"])
+    return {"file": form["file"], "quantized_linears": count, "shared_weights": shared.shared}
 
 
 def _quantization(options: QuantizeOptions, source: dict[str, Any], feeds: CalibrationFeeds | None,

@@ -163,11 +163,23 @@ class Decoder(nn.Module):
         seq = inputs_embeds.shape[1]
         num_past = attention_bias.shape[-1] - seq
         bias = attention_bias.clamp(min=HIDDEN_BIAS).unsqueeze(2)  # [batch, 1, 1, seq, total]
+        return self.run_layers(inputs_embeds, position_ids, logits_index, past, (bias, num_past))
+
+    def run_layers(
+        self,
+        inputs_embeds: torch.Tensor,
+        position_ids: torch.Tensor,
+        logits_index: torch.Tensor,
+        past: tuple[torch.Tensor, ...],
+        mask: tuple[Any, ...],
+    ) -> tuple[torch.Tensor, ...]:
+        """Every layer, the final norm and lm_head at `logits_index`; `mask` is whatever this form's
+        `attention` needs to know which keys each query sees."""
         cos, sin = self.rotary(position_ids, inputs_embeds.dtype)
         h = inputs_embeds
         presents: list[torch.Tensor] = []
         for i, layer in enumerate(self.layers):
-            h, key, value = self.layer(layer, h, cos, sin, bias, past[2 * i], past[2 * i + 1], num_past)
+            h, key, value = self.layer(layer, h, cos, sin, past[2 * i], past[2 * i + 1], mask)
             presents += [key, value]
         h = rms_norm(h, self.norm.weight, self.eps)
         index = logits_index.view(-1, 1, 1).expand(-1, 1, h.shape[-1])
@@ -196,14 +208,13 @@ class Decoder(nn.Module):
         h: torch.Tensor,
         cos: torch.Tensor,
         sin: torch.Tensor,
-        bias: torch.Tensor,
         past_key: torch.Tensor,
         past_value: torch.Tensor,
-        num_past: torch.Tensor | int,
+        mask: tuple[Any, ...],
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         # h: [batch, seq, hidden] -> h, new key, new value ([batch, kv_heads, seq, head_dim])
         attn_in = rms_norm(h, layer.input_layernorm.weight, self.eps)
-        attn_out, key, value = self.attention(layer.self_attn, attn_in, cos, sin, bias, past_key, past_value, num_past)
+        attn_out, key, value = self.attention(layer.self_attn, attn_in, cos, sin, past_key, past_value, mask)
         h = h + rms_norm(attn_out, layer.post_self_attn_layernorm.weight, self.eps)
         mlp_out = layer.mlp(rms_norm(h, layer.post_attention_layernorm.weight, self.eps))
         h = h + rms_norm(mlp_out, layer.post_mlp_layernorm.weight, self.eps)
@@ -215,12 +226,13 @@ class Decoder(nn.Module):
         x: torch.Tensor,
         cos: torch.Tensor,
         sin: torch.Tensor,
-        bias: torch.Tensor,
         past_key: torch.Tensor,
         past_value: torch.Tensor,
-        num_past: torch.Tensor | int,
+        mask: tuple[Any, ...],
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         # x: [batch, seq, hidden]; q: [batch, heads, seq, head_dim]; k, v: [batch, kv_heads, seq, head_dim]
+        # mask: (bias [batch, 1, 1, seq, total], num_past)
+        bias, num_past = mask
         batch, seq, _ = x.shape
         q = attn.q_proj(x).view(batch, seq, self.num_heads, self.head_dim)
         k = attn.k_proj(x).view(batch, seq, self.num_kv_heads, self.head_dim)

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from edgevlm.runtime.rope_index import rope_index, token_types
-from edgevlm.runtime.vision_inputs import vision_inputs
+from edgevlm.runtime.vision_inputs import attention_blocks, vision_inputs
 
 GREEDY_TOKENS = 32
 TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2}
@@ -162,24 +162,29 @@ def _session(path: Path) -> Any:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def _causal_bias(seq: int) -> np.ndarray:
-    # [1, 1, seq, seq]: 0 on and below the diagonal, -inf above
-    return np.triu(np.full((seq, seq), -np.inf, dtype=np.float32), 1)[None, None]
+def _causal_bias(seq: int, past: int = 0) -> np.ndarray:
+    # [1, 1, seq, past + seq]: every cached key visible; among the new ones 0 on and below the
+    # diagonal, -inf above
+    new = np.triu(np.full((seq, seq), -np.inf, dtype=np.float32), 1)
+    return np.concatenate([np.zeros((seq, past), np.float32), new], axis=1)[None, None]
 
 
-def onnx_candidate(bundle_dir: Path, manifest: dict[str, Any], inputs: ParityInputs, teacher: np.ndarray) -> Outputs:
+def onnx_candidate(bundle_dir: Path, manifest: dict[str, Any], inputs: ParityInputs, teacher: np.ndarray,
+                   cpu_form: bool = False) -> Outputs:
     """The bundle through ONNX Runtime: vision, then prefill + decode steps over an in-place KV cache,
-    fed the reference's tokens (`teacher`, [steps])."""
+    fed the reference's tokens (`teacher`, [steps]); with `cpu_form`, both graphs' CPU forms."""
     arch, dtype = manifest["architecture"], np.dtype(manifest["graphs"]["decoder"]["inputs"]["inputs_embeds"]["dtype"])
     merge = arch["vision"]["spatial_merge_size"]
-    vision = _session(bundle_dir / manifest["graphs"]["vision"]["file"])
+    graphs = manifest["graphs"]
+    vision = _session(bundle_dir / (graphs["vision"]["cpu_form"] if cpu_form else graphs["vision"])["file"])
     index = vision_inputs(inputs.image_grid_thw, merge)
-    image_embeds = vision.run(None, {
-        "pixel_values": inputs.pixel_values.astype(dtype),
-        "pos_grid": index.pos_grid,
-        "rotary_pos": index.rotary_pos,
-        "attention_bias": index.attention_bias,
-    })[0]
+    feeds = {"pixel_values": inputs.pixel_values.astype(dtype), "pos_grid": index.pos_grid,
+             "rotary_pos": index.rotary_pos}
+    if "attention_bias" in {i.name for i in vision.get_inputs()}:
+        image_embeds = vision.run(None, {**feeds, "attention_bias": index.attention_bias})[0]
+    else:  # the CPU form: one attention block per call (export/vision_mha.py)
+        image_embeds = np.concatenate([vision.run(None, {k: v[lo:hi] for k, v in feeds.items()})[0]
+                                       for lo, hi in attention_blocks(index.attention_bias)])
     del vision
     table = np.load(bundle_dir / manifest["embed_tokens"]["file"], mmap_mode="r")
     image_token = manifest["tokens"]["image_token_id"]
@@ -188,12 +193,14 @@ def onnx_candidate(bundle_dir: Path, manifest: dict[str, Any], inputs: ParityInp
     ids = np.asarray(inputs.input_ids).reshape(-1)
     positions, delta = rope_index(token_types(ids, image_token), inputs.image_grid_thw, merge)
     next_position = len(ids) + delta
-    logits = _decode(bundle_dir, manifest, embeds, positions, next_position, table, teacher, dtype)
+    decoder = graphs["decoder"]
+    file = decoder["cpu_form"]["file"] if cpu_form else decoder["file"]
+    logits = _decode(bundle_dir / file, manifest, embeds, positions, next_position, table, teacher, dtype)
     return Outputs(image_embeds.astype(np.float32), logits, logits.argmax(-1))
 
 
 def _decode(
-    bundle_dir: Path,
+    graph: Path,
     manifest: dict[str, Any],
     embeds: np.ndarray,
     positions: np.ndarray,
@@ -204,29 +211,35 @@ def _decode(
 ) -> np.ndarray:
     # embeds: [seq, hidden]; positions: [3, seq]; cache: 2 * layers x [1, kv_heads, max_len, head_dim]
     arch = manifest["architecture"]
-    decoder = _session(bundle_dir / manifest["graphs"]["decoder"]["file"])
+    decoder = _session(graph)
+    in_place = "seqlens_k" in {i.name for i in decoder.get_inputs()}  # the CPU form (decoder_gqa.py)
     seq, steps = embeds.shape[0], len(teacher)
     shape = (1, arch["num_kv_heads"], seq + steps, arch["head_dim"])
     cache = [np.zeros(shape, dtype) for _ in range(2 * arch["num_layers"])]
     names = [f"past_{kind}_{i}" for i in range(arch["num_layers"]) for kind in ("key", "value")]
-    feeds = {"inputs_embeds": embeds[None], "position_ids": positions[:, None], "attention_bias": _causal_bias(seq),
-             "logits_index": np.array([seq - 1], np.int64)}
     length, logits = 0, []
+    new_embeds, new_positions = embeds[None], positions[:, None]
     for step in range(steps):
+        new = new_embeds.shape[1]
+        feeds = {"inputs_embeds": new_embeds, "position_ids": new_positions,
+                 "logits_index": np.array([new - 1], np.int64), **_mask_feeds(in_place, length, new)}
         outputs = decoder.run(None, {**feeds, **dict(zip(names, cache, strict=True))})
         logits.append(outputs[0][0])
-        new = outputs[1].shape[2]
         for buffer, present in zip(cache, outputs[1:], strict=True):
-            buffer[:, :, length : length + new] = present  # written in place at the row's length
+            # the CPU form returns whole buffers; the portable form the new tokens, written at the length
+            buffer[:, :, length : length + new] = present[:, :, length : length + new] if in_place else present
         length += new
-        token = int(teacher[step])
-        feeds = {
-            "inputs_embeds": np.asarray(table[[token]], dtype=dtype)[None],
-            "position_ids": np.full((3, 1, 1), next_position + step, np.int64),
-            "attention_bias": np.zeros((1, 1, 1, length + 1), np.float32),
-            "logits_index": np.zeros(1, np.int64),
-        }
+        new_embeds = np.asarray(table[[int(teacher[step])]], dtype=dtype)[None]
+        new_positions = np.full((3, 1, 1), next_position + step, np.int64)
     return np.stack(logits).astype(np.float32)
+
+
+def _mask_feeds(in_place: bool, past: int, new: int) -> dict[str, np.ndarray]:
+    """What tells the decoder that `new` tokens follow `past` cached ones, causally."""
+    if in_place:
+        return {"seqlens_k": np.array([past + new - 1], np.int32),
+                "total_sequence_length": np.array(past + new, np.int32)}
+    return {"attention_bias": _causal_bias(new, past)}
 
 
 def _errors(candidate: np.ndarray, reference: np.ndarray) -> tuple[float, float]:

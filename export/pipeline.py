@@ -24,6 +24,9 @@ from edgevlm.export.reference import float32_reference
 from edgevlm.export.staging import check_output, staged_output
 
 GRAPH_FILES = {"vision": "vision.onnx", "decoder": "decoder.onnx"}
+# The graphs' ONNX Runtime CPU forms (vision_mha.py, decoder_gqa.py), each beside its graph and
+# reading its weights. Only for fp32: ONNX Runtime's CPU GroupQueryAttention kernel is float32.
+CPU_FORM_FILES = {"vision": "vision.cpu.onnx", "decoder": "decoder.cpu.onnx"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,16 +54,19 @@ def resolve_max_seq_len(options: ExportOptions, info: CheckpointInfo) -> int:
     return wanted
 
 
-def export_graph(name: str, module: Any, staging: Path, options: ExportOptions, progress: Progress) -> dict:
-    """Trace, convert and optimise one graph into `staging`; the exporter objects die here."""
+def export_graph(name: str, module: Any, staging: Path, options: ExportOptions, progress: Progress,
+                 file: str | None = None) -> dict:
+    """Trace, convert and optimise one graph into `staging` (as `file`, by default the graph's
+    GRAPH_FILES name); the exporter objects die here."""
+    file = file or GRAPH_FILES[name]
     module.eval()
     with progress.stage("trace", f"{name} graph (torch.export)"):
         program = onnx_export.trace(module, module.example_inputs(), module.dynamic_shapes())
     with progress.stage("convert", f"{name} graph (opset {options.opset})"):
         onnx_program = onnx_export.convert(program, module.input_names(), module.output_names(), options.opset)
         del program
-    with progress.stage("optimise", f"{name} graph -> {GRAPH_FILES[name]}"):
-        stats = onnx_export.optimise_and_save(onnx_program, module.axes(), staging / GRAPH_FILES[name])
+    with progress.stage("optimise", f"{name} graph -> {file}"):
+        stats = onnx_export.optimise_and_save(onnx_program, module.axes(), staging / file)
         del onnx_program
         gc.collect()  # the exporter's objects hold the weights (and maps of the written file) in cycles
     mib = stats.initializer_bytes / 2**20
@@ -118,9 +124,13 @@ def run_export(options: ExportOptions, progress: Progress | None = None) -> Expo
             "vision": export_graph("vision", VisionEncoder(model.model.visual), staging, options, progress),
             "decoder": export_graph("decoder", Decoder(model), staging, options, progress),
         }
+        if options.dtype == "fp32":
+            graph_stats.update(export_cpu_forms(model, staging, options, progress))
         embed = assets.write_embed_tokens(model.model.language_model.embed_tokens.weight, staging)
         copied = assets.copy_assets(info.path, staging)
         bundle = build_manifest(options, info, model.config, processor, staging, embed)
+        for name in cpu_forms(staging):
+            bundle["graphs"][name]["cpu_form"] = cpu_form_entry(staging, name)
         # validate: the torch reference, then torch is freed, then ONNX Runtime
         reference = inputs = None
         if options.validate:
@@ -136,8 +146,11 @@ def run_export(options: ExportOptions, progress: Progress | None = None) -> Expo
             progress.note(_summary(report))
             parity.check_parity(report)
             bundle["validation"] = report.as_manifest()
+            if cpu_forms(staging):
+                bundle["validation"]["cpu_form"] = _validate_cpu_form(staging, bundle, inputs, reference, progress)
         # write: hashes, statistics, manifest; staged_output renames the folder into place
-        bundle["files"] = manifest.file_entries(staging, [*GRAPH_FILES.values(), *_data_files(staging),
+        forms = [CPU_FORM_FILES[name] for name in cpu_forms(staging)]
+        bundle["files"] = manifest.file_entries(staging, [*GRAPH_FILES.values(), *forms, *_data_files(staging),
                                                            embed["file"], *copied])
         bundle["export"] = {
             "seconds": round(time.perf_counter() - start, 1),
@@ -147,6 +160,50 @@ def run_export(options: ExportOptions, progress: Progress | None = None) -> Expo
         }
         manifest.write_manifest(staging, bundle)
     return ExportResult(options.out_dir, bundle)
+
+
+def export_cpu_forms(model: Any, staging: Path, options: ExportOptions, progress: Progress) -> dict[str, dict]:
+    """vision.cpu.onnx and decoder.cpu.onnx, their weights pointed into their graphs' data."""
+    from edgevlm.export.decoder_gqa import GqaDecoder
+    from edgevlm.export.shared_weights import share_weights
+    from edgevlm.export.vision_mha import MhaVisionEncoder
+
+    modules = {"vision": MhaVisionEncoder(model.model.visual), "decoder": GqaDecoder(model)}
+    stats = {}
+    for name, module in modules.items():
+        file = CPU_FORM_FILES[name]
+        graph = export_graph(name, module, staging, options, progress, file)
+        with progress.stage("optimise", f"{file}: weights read from {GRAPH_FILES[name]}.data"):
+            shared = share_weights(staging / file, staging / GRAPH_FILES[name])
+        progress.note(f"{shared.shared} weights shared, {shared.own} own ({shared.own_bytes} bytes)")
+        stats[f"{name}_cpu_form"] = {**graph, "shared_weights": shared.shared, "own_bytes": shared.own_bytes}
+    return stats
+
+
+def cpu_forms(staging: Path) -> list[str]:
+    """The graphs that have a CPU form in `staging`."""
+    return [name for name, file in CPU_FORM_FILES.items() if (staging / file).exists()]
+
+
+CPU_FORM_KERNELS = {"vision": "com.microsoft.MultiHeadAttention (one attention block per call, unmasked)",
+                    "decoder": "com.microsoft.GroupQueryAttention (KV cache updated in place)"}
+
+
+def cpu_form_entry(staging: Path, name: str) -> dict[str, Any]:
+    """The manifest's graphs.<name>.cpu_form: file, the data file it reads, and its signature."""
+    signature = manifest.graph_signature(staging / CPU_FORM_FILES[name])
+    return {**signature, "external_data": f"{GRAPH_FILES[name]}.data", "attention": CPU_FORM_KERNELS[name]}
+
+
+def _validate_cpu_form(staging: Path, bundle: dict[str, Any], inputs: Any, reference: Any,
+                       progress: Progress) -> dict[str, Any]:
+    """The CPU forms through the same teacher-forced run, held to the same gate."""
+    with progress.stage("validate", "the CPU forms through the same run"):
+        candidate = parity.onnx_candidate(staging, bundle, inputs, reference.tokens, cpu_form=True)
+    report = parity.compare(reference, candidate, bundle["dtype"], progress.seconds["validate"])
+    progress.note(f"CPU forms: {_summary(report)}")
+    parity.check_parity(report)
+    return report.as_manifest()
 
 
 def _data_files(staging: Path) -> list[str]:

@@ -93,10 +93,11 @@ class VisionEncoder(nn.Module):
         pixel_values: torch.Tensor,
         pos_grid: torch.Tensor,
         rotary_pos: torch.Tensor,
-        attention_bias: torch.Tensor,
+        attention_bias: torch.Tensor | None,
     ) -> torch.Tensor:
         # pixel_values: [patches, C*T*P*P]; pos_grid: [patches, 2] f32; rotary_pos: [patches, 2] i64
-        # attention_bias: [patches, patches] f32 -> [patches / merge^2, out_hidden]
+        # attention_bias: [patches, patches] f32 (None: one attention block, vision_mha.py)
+        # -> [patches / merge^2, out_hidden]
         visual = self.visual
         proj = visual.patch_embed.proj
         # A Conv3d whose kernel equals its stride over a whole patch is a matmul on the flat patch.
@@ -126,16 +127,17 @@ class VisionEncoder(nn.Module):
         return angles.cos(), angles.sin()
 
     def block(
-        self, block: Any, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, bias: torch.Tensor
+        self, block: Any, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, bias: torch.Tensor | None
     ) -> torch.Tensor:
         # h: [patches, hidden]
         h = h + self.attention(block.attn, rms_norm(h, block.norm1.weight, self.eps), cos, sin, bias)
         return h + block.mlp(rms_norm(h, block.norm2.weight, self.eps))
 
     def attention(
-        self, attn: Any, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, bias: torch.Tensor
+        self, attn: Any, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, bias: torch.Tensor | None
     ) -> torch.Tensor:
         # x: [patches, hidden]; q, k, v: [patches, heads, head_dim] -> [heads, patches, head_dim]
+        assert bias is not None, "the portable graph always takes attention_bias"
         qkv = attn.qkv(x).view(-1, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.unbind(1)
         q = (q.float() * cos + rotate_half(q.float()) * sin).to(x.dtype).transpose(0, 1)

@@ -3,7 +3,9 @@ all those requests through the vision graph together.
 
 Packing rule: a vision call attends over all its patches with a block-diagonal mask, so its
 attention costs patches^2; images are packed until `max_patches` (one image larger than that
-runs alone). A failing call is retried image by image so only the bad image's request fails.
+runs alone). The ONNX Runtime backend's fp32 CPU form then runs the call's images one attention
+block at a time (backends/onnxruntime.py): on a CPU, packing buys no parallelism.
+A failing call is retried image by image so only the bad image's request fails.
 """
 
 from __future__ import annotations

@@ -63,3 +63,11 @@ def vision_inputs(grid_thw: np.ndarray, merge: int) -> VisionInputs:
         rotary_pos=rotary,
         attention_bias=frame_attention_bias(grid_thw),
     )
+
+
+def attention_blocks(attention_bias: np.ndarray) -> list[tuple[int, int]]:
+    """The [lo, hi) patch ranges of a block-diagonal bias's blocks (frames): a block starts where a
+    patch cannot see the one before it. # attention_bias: [patches, patches] -> [(lo, hi), ...]"""
+    cuts = (np.flatnonzero(np.diagonal(attention_bias, -1) != 0) + 1).tolist()
+    edges = [0, *cuts, len(attention_bias)]
+    return list(zip(edges[:-1], edges[1:], strict=True))

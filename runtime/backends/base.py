@@ -45,6 +45,20 @@ class DecoderStep:
     def past(self) -> int:
         return int(self.attention_bias.shape[3]) - self.seq
 
+    def row(self, b: int) -> DecoderStep:
+        """Row `b` alone, unpadded: its real new tokens, and a bias over its own cached keys and them."""
+        start, count, past = int(self.starts[b]), int(self.counts[b]), self.past
+        bias = self.attention_bias[b : b + 1, :, :count]
+        return DecoderStep(
+            inputs_embeds=self.inputs_embeds[b : b + 1, :count],
+            position_ids=self.position_ids[:, b : b + 1, :count],
+            attention_bias=np.concatenate([bias[..., :start], bias[..., past : past + count]], axis=-1),
+            logits_index=np.array([count - 1], np.int64),
+            first_row=self.first_row + b,
+            starts=self.starts[b : b + 1],
+            counts=self.counts[b : b + 1],
+        )
+
 
 class Backend(ABC):
     name: str

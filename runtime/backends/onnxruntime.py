@@ -5,6 +5,13 @@ Execution providers: `device="cpu"` uses the CPU EP; `"cuda"` / `"tensorrt"` req
 `"auto"` takes TensorRT, then CUDA, when onnxruntime-gpu provides them, else CPU. With a GPU EP
 the cache stays in host memory and ONNX Runtime copies the bound rows per step (correct, not
 zero-copy; device-resident caches are the TensorRT backend's job, BUNDLE.md).
+
+Two decoder forms (told apart by their inputs): `decoder.onnx` takes an `attention_bias` and
+returns the new tokens' K/V, which `KVCache.write_all` stores; the fp32 bundle's CPU form
+`decoder.cpu.onnx` (GroupQueryAttention, export/decoder_gqa.py) takes `seqlens_k` and writes the
+new K/V into the bound cache rows itself: its `present_*` outputs are bound to the `past_*` memory.
+Likewise two vision forms: `vision.onnx` takes packed images and their block-diagonal
+`attention_bias`; the fp32 CPU form `vision.cpu.onnx` (export/vision_mha.py) one block per call.
 """
 
 from __future__ import annotations
@@ -18,11 +25,13 @@ import numpy as np
 from edgevlm.runtime.backends.base import Backend, DecoderStep, VisionBatch
 from edgevlm.runtime.bundle import Bundle, BundleError
 from edgevlm.runtime.kv_cache import KVCache
+from edgevlm.runtime.vision_inputs import attention_blocks
 
 DEVICES = ("cpu", "cuda", "tensorrt", "auto")
 GPU_PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 REQUIRED = {"cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
 DECODER_INPUTS = ("inputs_embeds", "position_ids", "attention_bias", "logits_index")
+IN_PLACE_INPUTS = ("inputs_embeds", "position_ids", "seqlens_k", "total_sequence_length", "logits_index")
 MAX_BINDINGS = 64  # reusable IO bindings kept (one per step shape, least recently used dropped)
 
 
@@ -41,8 +50,9 @@ def select_providers(device: str, available: list[str]) -> list[str]:
 
 
 def graph_files(bundle: Bundle, providers: list[str], cpu_form: bool = True) -> dict[str, Path]:
-    """The graph each session loads: an int8 bundle's CPU form on the CPU provider alone (the
-    TensorRT form's int8 activations do not fuse into integer kernels there), else the graph."""
+    """The graph each session loads: the bundle's CPU form on the CPU provider alone (an int8
+    bundle's: the TensorRT form's int8 activations do not fuse into integer kernels there; an fp32
+    bundle's decoder: attention that updates the cache in place), else the graph."""
     cpu_only = cpu_form and providers == ["CPUExecutionProvider"]
     return {
         "vision": bundle.vision_cpu_file if cpu_only and bundle.vision_cpu_file else bundle.vision_file,
@@ -75,14 +85,17 @@ class OnnxRuntimeBackend(Backend):
         # a vision call alone is as fast either way (68 vs 70 ms).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.vision = ort.InferenceSession(str(self.graph_files["vision"]), options, providers=self.providers)
+        self.vision_per_block = "attention_bias" not in {i.name for i in self.vision.get_inputs()}
         self.dtype = bundle.dtype
         self.num_layers = bundle.architecture.num_layers
+        self.in_place = "seqlens_k" in {i.name for i in self.decoder.get_inputs()}
         self._check_decoder_io()
         arch = bundle.architecture
-        # Reused output buffers: logits [rows, vocab] and per-layer new K/V (flat, reshaped per step).
+        # Reused output buffers: logits [rows, vocab] and per-layer new K/V (flat, reshaped per step;
+        # none for the in-place form, whose present outputs are the cache rows).
         self._logits = np.empty((max_rows, arch.vocab_size), np.float32)
         self._max_step_tokens = max(max_step_tokens, max_rows)
-        size = self._max_step_tokens * arch.num_kv_heads * arch.head_dim
+        size = 0 if self.in_place else self._max_step_tokens * arch.num_kv_heads * arch.head_dim
         self._present = [(np.empty(size, self.dtype), np.empty(size, self.dtype))
                          for _ in range(self.num_layers)]
         self._bindings: OrderedDict[tuple[int, ...], tuple[Any, list[tuple[np.ndarray, np.ndarray]]]] = OrderedDict()
@@ -90,7 +103,7 @@ class OnnxRuntimeBackend(Backend):
     def _check_decoder_io(self) -> None:
         names = {i.name for i in self.decoder.get_inputs()}
         past = {f"past_{kv}_{i}" for kv in ("key", "value") for i in range(self.num_layers)}
-        expected = set(DECODER_INPUTS) | past
+        expected = set(IN_PLACE_INPUTS if self.in_place else DECODER_INPUTS) | past
         if names != expected:
             raise BundleError(
                 f"decoder.onnx inputs {sorted(names)} differ from BUNDLE.md's {sorted(expected)}"
@@ -101,11 +114,19 @@ class OnnxRuntimeBackend(Backend):
             "pixel_values": batch.pixel_values.astype(self.dtype, copy=False),
             "pos_grid": batch.pos_grid,
             "rotary_pos": batch.rotary_pos,
-            "attention_bias": batch.attention_bias,
         }
-        return self.vision.run(["image_embeds"], feeds)[0]
+        if self.vision_per_block:
+            # The fp32 CPU form (export/vision_mha.py) takes one attention block (image or frame)
+            # per call, unmasked: packing would only add the cross-image scores a mask then hides.
+            return np.concatenate([
+                self.vision.run(["image_embeds"], {k: v[lo:hi] for k, v in feeds.items()})[0]
+                for lo, hi in attention_blocks(batch.attention_bias)
+            ])
+        return self.vision.run(["image_embeds"], {**feeds, "attention_bias": batch.attention_bias})[0]
 
     def decode(self, step: DecoderStep, cache: KVCache) -> np.ndarray:
+        if self.in_place:
+            return self._decode_in_place(step, cache)
         if step.batch > len(self._logits) or step.batch * step.seq > self._max_step_tokens:
             return self._run_unbuffered(step, cache)
         binding, presents = self._binding(step, cache)
@@ -114,6 +135,48 @@ class OnnxRuntimeBackend(Backend):
         del bound
         cache.write_all(step.first_row, step.starts, step.counts, presents)
         return self._logits[: step.batch]
+
+    def _decode_in_place(self, step: DecoderStep, cache: KVCache) -> np.ndarray:
+        """The CPU form: the graph writes each row's new K/V at its length in the bound rows."""
+        if step.seq > 1 and step.batch > 1 and bool(np.any(step.starts > 0)):
+            # ONNX Runtime's GroupQueryAttention runs a chunk that follows cached tokens only one row
+            # at a time (a batch of them is refused); the rows' logits are copied out of the buffer
+            # each call reuses.
+            return np.concatenate([self._decode_in_place(step.row(b), cache).copy() for b in range(step.batch)])
+        key = (id(cache), step.first_row, step.batch)
+        binding, _ = self._bindings.get(key) or self._in_place_binding(key, step, cache)
+        self._bindings.move_to_end(key)
+        logits = self._logits[: step.batch] if step.batch <= len(self._logits) else None
+        if logits is None:  # more rows than the reused buffer holds: a buffer for this step
+            logits = np.empty((step.batch, self._logits.shape[1]), np.float32)
+        _bind(binding.bind_output, "logits", logits)
+        seqlens = (step.starts + (step.seq - 1)).astype(np.int32)
+        arrays = [
+            _as(step.inputs_embeds, self.dtype),
+            _as(step.position_ids, np.dtype(np.int64)),
+            seqlens,
+            np.array(int(seqlens.max()) + 1, np.int32),
+            _as(step.logits_index, np.dtype(np.int64)),
+        ]
+        for name, array in zip(IN_PLACE_INPUTS, arrays, strict=True):
+            _bind(binding.bind_input, name, array)
+        self.decoder.run_with_iobinding(binding)
+        del arrays
+        return logits
+
+    def _in_place_binding(self, key: tuple[int, ...], step: DecoderStep, cache: KVCache) -> tuple[Any, list]:
+        """A binding with the step's cache rows as both past_* inputs and present_* outputs (the same
+        memory: that is what makes GroupQueryAttention write in place instead of copying)."""
+        binding = self.decoder.io_binding()
+        self._bind_cache(binding, step, cache)
+        for layer in range(self.num_layers):
+            keys, values = cache.rows_view(layer, step.first_row, step.batch)
+            _bind(binding.bind_output, f"present_key_{layer}", keys)
+            _bind(binding.bind_output, f"present_value_{layer}", values)
+        self._bindings[key] = (binding, [])
+        if len(self._bindings) > MAX_BINDINGS:
+            self._bindings.popitem(last=False)
+        return binding, []
 
     def _bind_inputs(self, binding, step: DecoderStep) -> list[np.ndarray]:
         """Bind the step's own inputs; returns the bound arrays, which the caller keeps alive until

@@ -32,7 +32,14 @@ def test_vision_is_int8_and_every_file_checks(int4_bundle: Path, bundle_dir: Pat
     assert bundle.manifest["files"]["vision.onnx.data"]["bytes"] < source["vision.onnx.data"]["bytes"] / 2
     vision = onnx.load(str(int4_bundle / "vision.onnx"), load_external_data=False)
     assert sum(n.op_type == "DequantizeLinear" for n in vision.graph.node) > 10
-    assert bundle.vision_cpu_file is not None and bundle.decoder_cpu_file is None
+    assert bundle.vision_cpu_file is not None
+    # rtn also quantizes the source's in-place decoder form, its 4-bit weights read from decoder.onnx.data
+    assert bundle.decoder_cpu_file is not None and "decoder.cpu.onnx" in bundle.manifest["files"]
+    assert not (int4_bundle / "decoder.cpu.onnx.data").exists()
+    form = onnx.load(str(bundle.decoder_cpu_file), load_external_data=False).graph
+    ops = [n.op_type for n in form.node]
+    assert ops.count("MatMulNBits") == bundle.manifest["quantization"]["graphs"]["decoder"]["quantized_linears"]
+    assert ops.count("GroupQueryAttention") == bundle.architecture.num_layers
     assert bundle.manifest["files"]["decoder.onnx.data"]["bytes"] < source["decoder.onnx.data"]["bytes"] / 3
     assert bundle.manifest["embed_tokens"]["dtype"] == "int4"
 

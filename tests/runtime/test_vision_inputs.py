@@ -9,7 +9,13 @@ from transformers import vision_utils
 from transformers.models.glm4v import modeling_glm4v
 from transformers.models.glm4v.configuration_glm4v import Glm4vVisionConfig
 
-from edgevlm.runtime.vision_inputs import frame_attention_bias, grid_sample_coords, rotary_positions, vision_inputs
+from edgevlm.runtime.vision_inputs import (
+    attention_blocks,
+    frame_attention_bias,
+    grid_sample_coords,
+    rotary_positions,
+    vision_inputs,
+)
 
 GRIDS = np.array([[1, 16, 32], [1, 8, 8], [1, 32, 32], [1, 4, 6]], np.int64)
 
@@ -50,6 +56,13 @@ def test_attention_bias_is_cu_seqlens_block_diagonal() -> None:
         segment = next(s for s in range(len(cu) - 1) if cu[s] <= i < cu[s + 1])
         row = np.isfinite(bias[i])
         assert row[cu[segment] : cu[segment + 1]].all() and row.sum() == cu[segment + 1] - cu[segment]
+
+
+def test_attention_blocks_are_the_cu_seqlens_segments() -> None:
+    grids = np.array([[1, 4, 4], [2, 2, 4], [1, 2, 2]], np.int64)
+    cu = vision_utils.get_vision_cu_seqlens(torch.from_numpy(grids)).tolist()
+    assert attention_blocks(frame_attention_bias(grids)) == list(zip(cu[:-1], cu[1:], strict=True))
+    assert attention_blocks(frame_attention_bias(np.array([[1, 2, 2]]))) == [(0, 4)]
 
 
 def test_bundle_contract_types() -> None:

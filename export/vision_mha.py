@@ -1,0 +1,64 @@
+"""`vision.cpu.onnx`: the vision tower in ONNX Runtime's CPU form, one image (or video frame) per
+call, attention as com.microsoft MultiHeadAttention without a mask.
+
+`vision.onnx` packs several images into one call and separates them with a block-diagonal
+`attention_bias`: it computes every cross-image score and then hides it, and its attention is
+plain ops (MatMul, Add, Softmax, MatMul) that write each layer's [heads, patches, patches] scores
+to memory and read them back. On a CPU neither pays: the cores are busy inside one image already,
+so packing only adds the masked work, and the unfused scores were about half of a vision call.
+This form takes one attention block (an image, or a frame of a video) per call and no bias, so
+ONNX Runtime's MultiHeadAttention runs its fused kernel (a microbenchmark, 1,024 patches: 15.7 ms a
+layer unfused, 10.5 fused with a bias, 7.6 fused without). The runtime splits a packed batch at
+its blocks (`runtime/vision_inputs.py: attention_blocks`); every part of the tower but attention
+works patch by patch or merge block by merge block, so the split is exact.
+
+Inputs are `vision.onnx`'s without `attention_bias`; the weights are `vision.onnx`'s own
+(`shared_weights.py`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from edgevlm.export.vision import AXES, INPUT_NAMES, VisionEncoder, rotate_half
+
+OP = "com.microsoft::MultiHeadAttention"
+CPU_INPUT_NAMES = tuple(n for n in INPUT_NAMES if n != "attention_bias")
+
+
+class MhaVisionEncoder(VisionEncoder):
+    def input_names(self) -> tuple[str, ...]:
+        return CPU_INPUT_NAMES
+
+    def axes(self) -> dict[str, dict[int, str]]:
+        return {name: axes for name, axes in AXES.items() if name != "attention_bias"}
+
+    def example_inputs(self, num_image_tokens: int = 6) -> tuple[torch.Tensor, ...]:
+        return super().example_inputs(num_image_tokens)[:3]
+
+    def dynamic_shapes(self) -> tuple[dict[int, Any], ...]:
+        return super().dynamic_shapes()[:3]
+
+    def forward(  # type: ignore[override]
+        self, pixel_values: torch.Tensor, pos_grid: torch.Tensor, rotary_pos: torch.Tensor
+    ) -> torch.Tensor:
+        # one attention block's patches -> its image tokens
+        return super().forward(pixel_values, pos_grid, rotary_pos, None)
+
+    def attention(
+        self, attn: Any, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, bias: torch.Tensor | None
+    ) -> torch.Tensor:
+        # x: [patches, hidden]; q, k, v: [patches, heads, head_dim], fed as [1, patches, hidden]
+        qkv = attn.qkv(x).view(-1, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv.unbind(1)
+        q = (q.float() * cos + rotate_half(q.float()) * sin).to(x.dtype)
+        k = (k.float() * cos + rotate_half(k.float()) * sin).to(x.dtype)
+        hidden = self.num_heads * self.head_dim
+        q, k, v = (t.reshape(1, -1, hidden) for t in (q, k, v))
+        out = torch.onnx.ops.symbolic(
+            OP, (q, k, v), {"num_heads": self.num_heads, "scale": self.head_dim**-0.5},
+            dtype=x.dtype, shape=q.shape, version=1,
+        )
+        return attn.proj(out.reshape(x.shape[0], hidden))
