@@ -10,7 +10,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgevlm.calibration import bundle_io, cache, cpu_form, embed_quant, gemm_to_matmul, int4, int8, policy, weight_only
+from edgevlm.calibration import (
+    bundle_io,
+    cache,
+    cpu_form,
+    embed_quant,
+    gemm_to_matmul,
+    inplace_form,
+    int4,
+    int8,
+    policy,
+    weight_only,
+)
 from edgevlm.calibration.calib_data import CalibrationSet, calibration_set
 from edgevlm.calibration.collect import CalibrationFeeds, collect_feeds
 from edgevlm.calibration.gate import GateResult
@@ -113,7 +124,7 @@ def _int8_graphs(options: QuantizeOptions, source: dict[str, Any], feeds: Calibr
             _make_weight_only(target, plan.weight_only_nodes)
             _check_qdq(target)
         with progress.stage("quantize", f"{graph} graph: ONNX Runtime CPU form"):
-            cpu_forms[graph] = cpu_form.write_cpu_form(target, staging / bundle_io.cpu_form_name(target.name))
+            cpu_forms[graph] = _write_cpu_form(options, source, graph, target, staging)
     samples = feeds.num_samples if feeds is not None else int(reused["samples"] if reused else 0)
     cache.write_cache(staging / cache.CACHE_FILE, work, method, samples, _calibration_source(options))
     return {
@@ -121,6 +132,22 @@ def _int8_graphs(options: QuantizeOptions, source: dict[str, Any], feeds: Calibr
         "graphs": {g: {**p.as_manifest(), "cpu_form": cpu_forms[g]} for g, p in plans.items()},
         "calibration_cache": cache.CACHE_FILE,
     }
+
+
+def _write_cpu_form(options: QuantizeOptions, source: dict[str, Any], graph: str, target: Path,
+                    staging: Path) -> dict[str, Any]:
+    """The int8 graph's served CPU form: built on the fp32 bundle's own CPU form when it has one
+    (fused vision attention, in-place decoder cache: `inplace_form.py`), else on the Q/DQ graph
+    (`cpu_form.py`). Returns what the manifest records, including which graph it was built on."""
+    dst = staging / bundle_io.cpu_form_name(target.name)
+    form = source["graphs"][graph].get("cpu_form")
+    if form:
+        try:
+            return {"built_on": form["file"], **inplace_form.write_inplace_form(options.bundle_dir / form["file"],
+                                                                                target, dst)}
+        except RuntimeError as exc:  # an int8 weight without its float twin: the Q/DQ graph's own form
+            return {"built_on": target.name, "why": str(exc), **cpu_form.write_cpu_form(target, dst)}
+    return {"built_on": target.name, **cpu_form.write_cpu_form(target, dst)}
 
 
 def _make_weight_only(path: Path, nodes: tuple[str, ...]) -> None:

@@ -106,7 +106,7 @@ class OnnxRuntimeBackend(Backend):
         expected = set(IN_PLACE_INPUTS if self.in_place else DECODER_INPUTS) | past
         if names != expected:
             raise BundleError(
-                f"decoder.onnx inputs {sorted(names)} differ from BUNDLE.md's {sorted(expected)}"
+                f"{self.graph_files['decoder'].name} inputs {sorted(names)} differ from BUNDLE.md's {sorted(expected)}"
             )
 
     def encode_images(self, batch: VisionBatch) -> np.ndarray:

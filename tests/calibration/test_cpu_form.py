@@ -93,6 +93,9 @@ def test_the_bundle_cpu_forms_share_weights_and_run_integer_kernels(int8_bundle:
     inits = {i.name: i for i in cpu.graph.initializer}
     for node in (n for n in cpu.graph.node if n.op_type == "DynamicQuantizeMatMul"):
         assert inits[node.input[1]].data_type == TensorProto.INT8
+    # built on the fp32 bundle's own CPU form (calibration/inplace_form.py): its attention kernel kept
+    assert plan["cpu_form"]["built_on"] == f"{graph}.cpu.onnx" and "why" not in plan["cpu_form"]
+    assert {"vision": "MultiHeadAttention", "decoder": "GroupQueryAttention"}[graph] in ops
 
 
 @pytest.mark.slow
