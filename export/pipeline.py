@@ -27,6 +27,8 @@ GRAPH_FILES = {"vision": "vision.onnx", "decoder": "decoder.onnx"}
 # The graphs' ONNX Runtime CPU forms (vision_mha.py, decoder_gqa.py), each beside its graph and
 # reading its weights. Only for fp32: ONNX Runtime's CPU GroupQueryAttention kernel is float32.
 CPU_FORM_FILES = {"vision": "vision.cpu.onnx", "decoder": "decoder.cpu.onnx"}
+CPU_FORM_KERNELS = {"vision": "com.microsoft.MultiHeadAttention (one attention block per call, unmasked)",
+                    "decoder": "com.microsoft.GroupQueryAttention (KV cache updated in place)"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,10 +185,6 @@ def export_cpu_forms(model: Any, staging: Path, options: ExportOptions, progress
 def cpu_forms(staging: Path) -> list[str]:
     """The graphs that have a CPU form in `staging`."""
     return [name for name, file in CPU_FORM_FILES.items() if (staging / file).exists()]
-
-
-CPU_FORM_KERNELS = {"vision": "com.microsoft.MultiHeadAttention (one attention block per call, unmasked)",
-                    "decoder": "com.microsoft.GroupQueryAttention (KV cache updated in place)"}
 
 
 def cpu_form_entry(staging: Path, name: str) -> dict[str, Any]:
