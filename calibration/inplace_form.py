@@ -18,9 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from edgevlm.calibration.graph_edit import replace_node
-
-CONTRIB = "com.microsoft"
+from edgevlm.calibration.cpu_form import CONTRIB
+from edgevlm.calibration.graph_edit import drop_unread, replace_node
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +74,7 @@ def write_inplace_form(fp32_form: Path, qdq: Path, dst: Path) -> dict[str, int]:
     if count != len(candidates):
         raise RuntimeError(f"{fp32_form.name}: {count} of the Q/DQ graph's {len(candidates)} int8 linears matched")
     _drop_dead_nodes(form.graph)
-    _keep_read_initializers(form.graph)
+    drop_unread(form.graph)
     _inline_float_tensors(form.graph, fp32_form.parent)
     qdq_inits = {t.name: t for t in qdq_model.graph.initializer}
     for q in used.values():
@@ -83,7 +82,7 @@ def write_inplace_form(fp32_form: Path, qdq: Path, dst: Path) -> dict[str, int]:
     if not any(o.domain == CONTRIB for o in form.opset_import):
         form.opset_import.append(helper.make_opsetid(CONTRIB, 1))
     onnx.save(form, str(dst))
-    return {"linears_to_dynamic": count, "attention": 1}
+    return {"linears_to_dynamic": count}
 
 
 def _quantized_weights(model: Any, folder: Path) -> list[Quantized]:
@@ -142,12 +141,6 @@ def _drop_dead_nodes(graph: Any) -> None:
             return
         for node in dead:
             graph.node.remove(node)
-
-
-def _keep_read_initializers(graph: Any) -> None:
-    read = {i for n in graph.node for i in n.input}
-    for init in [i for i in graph.initializer if i.name not in read]:
-        graph.initializer.remove(init)
 
 
 def _inline_float_tensors(graph: Any, folder: Path) -> None:

@@ -188,7 +188,7 @@ class Decoder(nn.Module):
         return (logits, *presents)
 
     def rotary(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        # position_ids: [3, batch, seq] -> cos, sin: [batch, 1, seq, head_dim] in the model dtype
+        # position_ids: [3, batch, seq] -> cos, sin: [batch, seq, 1, head_dim] in the model dtype
         positions = position_ids.index_select(0, self.rotary_axes)  # [rotary_dim, batch, seq]
         angles = positions.permute(1, 2, 0).to(torch.float32) * self.inv_freq
         # Partial rotary over the whole head: the channels past rotary_dim get cos 1 and sin 0,
@@ -200,7 +200,7 @@ class Decoder(nn.Module):
         # on sin once per step here, not on every layer's queries and keys (ONNX Runtime's
         # broadcast Mul over a trailing pair axis was 3 % of a batch-16 decode step per layer).
         sin = pair_signs(torch.nn.functional.pad(angles.sin(), (0, keep), value=0.0))
-        return cos.to(dtype).unsqueeze(1), sin.to(dtype).unsqueeze(1)
+        return cos.to(dtype).unsqueeze(2), sin.to(dtype).unsqueeze(2)
 
     def layer(
         self,
@@ -234,13 +234,8 @@ class Decoder(nn.Module):
         # mask: (bias [batch, 1, 1, seq, total], num_past)
         bias, num_past = mask
         batch, seq, _ = x.shape
-        q = attn.q_proj(x).view(batch, seq, self.num_heads, self.head_dim)
-        k = attn.k_proj(x).view(batch, seq, self.num_kv_heads, self.head_dim)
         v = attn.v_proj(x).view(batch, seq, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        # Query and key heads share cos/sin: one rotary over both (a Concat and a Split in ONNX)
-        # instead of two chains of ~9 nodes; at batch 1 a decode step costs per node, not per FLOP.
-        qk = self.apply_rotary(torch.cat((q, k), dim=2).transpose(1, 2), cos, sin)
-        q, k = qk.split((self.num_heads, self.num_kv_heads), dim=1)
+        q, k = self.rotated_qk(attn, x, cos, sin).transpose(1, 2).split((self.num_heads, self.num_kv_heads), dim=1)
         keys = torch.cat((past_key[:, :, :num_past], k), dim=2)  # [batch, kv_heads, total, head_dim]
         values = torch.cat((past_value[:, :, :num_past], v), dim=2)
         # GQA without copying the cache: query heads grouped per KV head, broadcast over the group.
@@ -252,7 +247,17 @@ class Decoder(nn.Module):
         out = out.reshape(batch, self.num_heads, seq, self.head_dim).transpose(1, 2).reshape(batch, seq, -1)
         return attn.o_proj(out), k, v
 
+    def rotated_qk(self, attn: Any, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """Queries and keys projected and rotated, every form's attention starts from these.
+        # x: [batch, seq, hidden] -> [batch, seq, heads + kv_heads, head_dim] (queries first)"""
+        batch, seq, _ = x.shape
+        q = attn.q_proj(x).view(batch, seq, self.num_heads, self.head_dim)
+        k = attn.k_proj(x).view(batch, seq, self.num_kv_heads, self.head_dim)
+        # Query and key heads share cos/sin: one rotary over both (a Concat and a Split in ONNX)
+        # instead of two chains of ~9 nodes; at batch 1 a decode step costs per node, not per FLOP.
+        return self.apply_rotary(torch.cat((q, k), dim=2), cos, sin)
+
     def apply_rotary(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        # x: [batch, heads, seq, head_dim]; cos/sin cover the whole head (1 / 0 past rotary_dim);
+        # x: [batch, seq, heads, head_dim]; cos/sin cover the whole head (1 / 0 past rotary_dim);
         # sin carries the pair signs of rotate_half_interleaved (see rotary)
         return x * cos + flip_pairs(x) * sin

@@ -92,12 +92,8 @@ class GqaDecoder(Decoder):
         # x: [batch, seq, hidden] -> out [batch, seq, hidden], present K/V [batch, kv_heads, max_len, head_dim]
         seqlens_k, total = mask
         batch, seq, _ = x.shape
-        q = attn.q_proj(x).view(batch, seq, self.num_heads, self.head_dim)
-        k = attn.k_proj(x).view(batch, seq, self.num_kv_heads, self.head_dim)
-        # GroupQueryAttention reads [batch, seq, heads * head_dim]: rotate in that layout (cos/sin
-        # [batch, 1, seq, head_dim] -> [batch, seq, 1, head_dim]), no transposes.
-        qk = self.apply_rotary(torch.cat((q, k), dim=2), cos.transpose(1, 2), sin.transpose(1, 2))
-        q, k = qk.split((self.num_heads, self.num_kv_heads), dim=2)
+        # GroupQueryAttention reads [batch, seq, heads * head_dim]: the layout they come in.
+        q, k = self.rotated_qk(attn, x, cos, sin).split((self.num_heads, self.num_kv_heads), dim=2)
         out, present_key, present_value = torch.onnx.ops.symbolic_multi_out(
             OP,
             (q.reshape(batch, seq, -1), k.reshape(batch, seq, -1), attn.v_proj(x), past_key, past_value,

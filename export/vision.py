@@ -138,14 +138,21 @@ class VisionEncoder(nn.Module):
     ) -> torch.Tensor:
         # x: [patches, hidden]; q, k, v: [patches, heads, head_dim] -> [heads, patches, head_dim]
         assert bias is not None, "the portable graph always takes attention_bias"
-        qkv = attn.qkv(x).view(-1, 3, self.num_heads, self.head_dim)
-        q, k, v = qkv.unbind(1)
-        q = (q.float() * cos + rotate_half(q.float()) * sin).to(x.dtype).transpose(0, 1)
-        k = (k.float() * cos + rotate_half(k.float()) * sin).to(x.dtype).transpose(0, 1)
+        q, k, v = (t.transpose(0, 1) for t in self.rotated_qkv(attn, x, cos, sin))
         scores = torch.matmul(q, k.transpose(1, 2)) * (self.head_dim**-0.5)
         probs = torch.softmax(scores.to(torch.float32) + bias, dim=-1).to(x.dtype)
-        out = torch.matmul(probs, v.transpose(0, 1)).transpose(0, 1).reshape(x.shape[0], -1)
+        out = torch.matmul(probs, v).transpose(0, 1).reshape(x.shape[0], -1)
         return attn.proj(out)
+
+    def rotated_qkv(
+        self, attn: Any, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries and keys rotated, and values, every form's attention starts from these.
+        # x: [patches, hidden] -> q, k, v: [patches, heads, head_dim]"""
+        q, k, v = attn.qkv(x).view(-1, 3, self.num_heads, self.head_dim).unbind(1)
+        q = (q.float() * cos + rotate_half(q.float()) * sin).to(x.dtype)
+        k = (k.float() * cos + rotate_half(k.float()) * sin).to(x.dtype)
+        return q, k, v
 
     def downsample(self, h: torch.Tensor) -> torch.Tensor:
         # h: [patches, hidden] -> [patches / merge^2, out_hidden]

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from edgevlm.export.vision import AXES, INPUT_NAMES, VisionEncoder, rotate_half
+from edgevlm.export.vision import AXES, INPUT_NAMES, VisionEncoder
 
 OP = "com.microsoft::MultiHeadAttention"
 CPU_INPUT_NAMES = tuple(n for n in INPUT_NAMES if n != "attention_bias")
@@ -51,12 +51,8 @@ class MhaVisionEncoder(VisionEncoder):
         self, attn: Any, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, bias: torch.Tensor | None
     ) -> torch.Tensor:
         # x: [patches, hidden]; q, k, v: [patches, heads, head_dim], fed as [1, patches, hidden]
-        qkv = attn.qkv(x).view(-1, 3, self.num_heads, self.head_dim)
-        q, k, v = qkv.unbind(1)
-        q = (q.float() * cos + rotate_half(q.float()) * sin).to(x.dtype)
-        k = (k.float() * cos + rotate_half(k.float()) * sin).to(x.dtype)
         hidden = self.num_heads * self.head_dim
-        q, k, v = (t.reshape(1, -1, hidden) for t in (q, k, v))
+        q, k, v = (t.reshape(1, -1, hidden) for t in self.rotated_qkv(attn, x, cos, sin))
         out = torch.onnx.ops.symbolic(
             OP, (q, k, v), {"num_heads": self.num_heads, "scale": self.head_dim**-0.5},
             dtype=x.dtype, shape=q.shape, version=1,

@@ -146,10 +146,10 @@ class OnnxRuntimeBackend(Backend):
         key = (id(cache), step.first_row, step.batch)
         binding, _ = self._bindings.get(key) or self._in_place_binding(key, step, cache)
         self._bindings.move_to_end(key)
-        logits = self._logits[: step.batch] if step.batch <= len(self._logits) else None
-        if logits is None:  # more rows than the reused buffer holds: a buffer for this step
+        logits = self._logits[: step.batch]
+        if step.batch > len(self._logits):  # more rows than the reused buffer holds: a buffer for this step
             logits = np.empty((step.batch, self._logits.shape[1]), np.float32)
-        _bind(binding.bind_output, "logits", logits)
+            _bind(binding.bind_output, "logits", logits)
         seqlens = (step.starts + (step.seq - 1)).astype(np.int32)
         arrays = [
             _as(step.inputs_embeds, self.dtype),
@@ -173,10 +173,16 @@ class OnnxRuntimeBackend(Backend):
             keys, values = cache.rows_view(layer, step.first_row, step.batch)
             _bind(binding.bind_output, f"present_key_{layer}", keys)
             _bind(binding.bind_output, f"present_value_{layer}", values)
-        self._bindings[key] = (binding, [])
+        if step.batch <= len(self._logits):
+            _bind(binding.bind_output, "logits", self._logits[: step.batch])
+        return self._remember(key, (binding, []))
+
+    def _remember(self, key: tuple[int, ...], entry: tuple[Any, list]) -> tuple[Any, list]:
+        """Keep a binding for its step shape, the least recently used one dropped beyond MAX_BINDINGS."""
+        self._bindings[key] = entry
         if len(self._bindings) > MAX_BINDINGS:
             self._bindings.popitem(last=False)
-        return binding, []
+        return entry
 
     def _bind_inputs(self, binding, step: DecoderStep) -> list[np.ndarray]:
         """Bind the step's own inputs; returns the bound arrays, which the caller keeps alive until
@@ -214,10 +220,7 @@ class OnnxRuntimeBackend(Backend):
         for layer, (keys, values) in enumerate(presents):
             _bind(binding.bind_output, f"present_key_{layer}", keys)
             _bind(binding.bind_output, f"present_value_{layer}", values)
-        self._bindings[key] = (binding, presents)
-        if len(self._bindings) > MAX_BINDINGS:
-            self._bindings.popitem(last=False)
-        return binding, presents
+        return self._remember(key, (binding, presents))
 
     def _present_views(self, step: DecoderStep, kv_heads: int, head_dim: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """Views of the reused buffers. # -> per layer 2 x [batch, kv_heads, seq, head_dim]"""
