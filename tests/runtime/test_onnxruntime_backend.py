@@ -50,6 +50,10 @@ def test_spinning_follows_the_engine_limit(bundle_dir, spin: bool) -> None:
     engine = Engine.from_bundle(bundle_dir, max_batch=1, spin_wait=spin)
     try:
         assert _spinning(engine.backend.decoder) == spin
+        # spinning or not, a decoder's workers stop when its run returns (the vision call, the
+        # sampler and the server get both cores between steps)
+        options = engine.backend.decoder.get_session_options()
+        assert options.get_session_config_entry("session.force_spinning_stop") == "1"
         assert not _spinning(engine.backend.vision)  # never: it would take a core from the next decoder step
     finally:
         engine.close()
