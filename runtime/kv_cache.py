@@ -236,6 +236,12 @@ class KVCache:
             self.keys[layer][row, :, :length] = keys[layer][:, :length]
             self.values[layer][row, :, :length] = values[layer][:, :length]
 
+    def copy_prefix(self, source: int, target: int, length: int) -> None:
+        """Copy row `source`'s first `length` tokens to the start of row `target`."""
+        for layer in range(len(self.keys)):
+            self.keys[layer][target, :, :length] = self.keys[layer][source, :, :length]
+            self.values[layer][target, :, :length] = self.values[layer][source, :, :length]
+
     def rows_view(self, layer: int, first_row: int, count: int) -> tuple[np.ndarray, np.ndarray]:
         """The contiguous block of rows a step binds. # -> 2 x [count, kv_heads, max_len, head_dim]"""
         rows = slice(first_row, first_row + count)

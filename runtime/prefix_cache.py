@@ -5,7 +5,9 @@ prefilling them.
 A finished sequence's cached tokens (prompt + the answer tokens already fed back) are copied out
 of its row before the row frees; a newcomer whose prompt shares at least `MIN_TOKENS` leading
 tokens with a stored entry gets that prefix copied into its fresh row and starts prefilling after
-it. Image placeholders all have the same token id, so in the keys each image's placeholders are
+it. Sequences still running share too (engine.py): a newcomer copies the longest prefix that a
+running row has already computed, and waits for one still prefilling it (`Scheduler`'s hold).
+Image placeholders all have the same token id, so in the keys each image's placeholders are
 replaced by a negative number derived from the image's content digest: the same tokens with a
 different picture never match. Entries are evicted least-recently-used beyond a byte budget.
 """
@@ -34,6 +36,13 @@ def prompt_key(prompt: Prompt) -> np.ndarray:
         key[at] = -1 - int(spec.key[:15], 16)
         first += spec.num_tokens
     return key
+
+
+def shared_length(a: np.ndarray, b: np.ndarray, limit: int) -> int:
+    """How many leading tokens `a` and `b` share, at most `limit`."""
+    n = min(len(a), len(b), limit)
+    same = a[:n] == b[:n]
+    return n if bool(same.all()) else int(np.argmin(same))
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,17 +87,18 @@ class PrefixCache:
 
     def match(self, key: np.ndarray, limit: int) -> tuple[PrefixEntry | None, int]:
         """The entry sharing the longest prefix with `key` (at most `limit` tokens), and its length;
-        (None, 0) below MIN_TOKENS."""
+        (None, 0) below MIN_TOKENS. A match counts as recently used; `record_hit` counts its use."""
         best, best_len = None, 0
         for name, entry in self._entries.items():
-            n = min(len(entry.key), len(key), limit)
-            same = entry.key[:n] == key[:n]
-            length = n if bool(same.all()) else int(np.argmin(same))
+            length = shared_length(entry.key, key, limit)
             if length > best_len:
                 best, best_len = name, length
         if best is None or best_len < MIN_TOKENS:
             return None, 0
         self._entries.move_to_end(best)
-        self.hits += 1
-        self.tokens_reused += best_len
         return self._entries[best], best_len
+
+    def record_hit(self, tokens: int) -> None:
+        """A prompt started after `tokens` reused ones (from this store or a running row)."""
+        self.hits += 1
+        self.tokens_reused += tokens

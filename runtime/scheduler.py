@@ -5,6 +5,8 @@ of sequences in the prefill block) or a decode batch (one token for every decodi
 Rules:
 - waiting sequences are admitted in arrival order while a KV row is free; the waiting queue is
   bounded and a full queue raises EngineOverloaded with a retry estimate;
+- a sequence that `hold` says should wait (a row now prefilling is computing its prompt's
+  prefix) keeps its place while later ones are admitted; it waits for that prefill, no longer;
 - a prefill step takes contiguous prefill rows, oldest block position first, while the padded
   size (rows x longest chunk) fits `max_prefill_tokens`; a long prompt is split into chunks;
 - while sequences are decoding, prefill and decode steps alternate, so a newcomer's prefill
@@ -51,10 +53,12 @@ class ScheduledBatch:
 
 class Scheduler:
     def __init__(self, config: SchedulerConfig, table: RowTable,
-                 on_admit: Callable[[Sequence], None] | None = None) -> None:
+                 on_admit: Callable[[Sequence], None] | None = None,
+                 hold: Callable[[Sequence], bool] | None = None) -> None:
         self.config = config
         self.table = table
         self.on_admit = on_admit  # called once a sequence holds its row (prefix reuse)
+        self.hold = hold  # True: not this step (the prefix it shares is being computed)
         self.waiting: deque[Sequence] = deque()
         self._last_was_prefill = False
         self._mean_duration = 5.0  # seconds per request, smoothed; seeds retry_after
@@ -120,12 +124,19 @@ class Scheduler:
 
     # -- internals -------------------------------------------------------------------------
     def _admit(self) -> None:
-        while self.waiting and self.table.num_free > 0:
+        held: list[Sequence] = []
+        # Held ones are looked at again each step, so the scan is bounded: at most a few rows'
+        # worth of them per step, not the whole queue.
+        while self.waiting and self.table.num_free > 0 and len(held) < 2 * self.table.capacity:
             seq = self.waiting.popleft()
+            if self.hold is not None and self.hold(seq):
+                held.append(seq)
+                continue
             self.table.allocate(seq)
             seq.status = Status.PREFILL
             if self.on_admit is not None:
                 self.on_admit(seq)
+        self.waiting.extendleft(reversed(held))
 
     def _prefill_batch(self, first_row: int) -> ScheduledBatch:
         budget = self.config.max_prefill_tokens

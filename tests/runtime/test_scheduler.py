@@ -112,3 +112,26 @@ def test_release_of_waiting_and_running() -> None:
     assert scheduler.release(b) == [] and scheduler.num_waiting == 0
     scheduler.release(a)
     assert not scheduler.has_work and table.tokens_used == 0
+
+
+def test_a_held_sequence_keeps_its_place_while_later_ones_start() -> None:
+    table = RowTable(4)
+    held = {"s1"}
+    asked: list[str] = []
+
+    def hold(seq: Sequence) -> bool:
+        asked.append(seq.request_id)
+        return seq.request_id in held
+
+    scheduler = Scheduler(SchedulerConfig(max_queue=8, max_prefill_tokens=100), table, hold=hold)
+    seqs = [make_seq(f"s{i}", 10) for i in range(3)]
+    for seq in seqs:
+        scheduler.add(seq)
+    assert run_step(scheduler, table) == (True, [("s0", 10), ("s2", 10)])
+    assert list(scheduler.waiting) == [seqs[1]] and seqs[1].status is Status.WAITING
+    held.clear()  # what s1 waited for is computed: it starts at the next step, first in line
+    late = make_seq("s3", 10)
+    scheduler.add(late)
+    run_step(scheduler, table)
+    assert seqs[1].status is Status.PREFILL and table.row(seqs[1]) < table.row(late)
+    assert asked == ["s0", "s1", "s2", "s1", "s3"]
