@@ -6,7 +6,9 @@ measure those caches, not batching). Two kinds:
 
 - `upload`: every request is a new image with one question (a user uploads a picture and asks);
 - `chat`: each new image is asked `QUESTIONS_PER_IMAGE` questions (follow-ups about the same
-  picture, the web page's case); the image-embedding cache serves all but the first.
+  picture, the web page's case); the image-embedding cache serves all but the first, and those
+  that arrive together share one prefill of the template and image (prefix reuse from a running
+  request).
 """
 
 from __future__ import annotations
