@@ -6,7 +6,8 @@ Rules:
 - waiting sequences are admitted in arrival order while a KV row is free; the waiting queue is
   bounded and a full queue raises EngineOverloaded with a retry estimate;
 - a sequence that `hold` says should wait (a row now prefilling is computing its prompt's
-  prefix) keeps its place while later ones are admitted; it waits for that prefill, no longer;
+  prefix) keeps its place and a free row while later ones are admitted into the other rows; it
+  waits for that prefill, no longer;
 - a prefill step takes contiguous prefill rows, oldest block position first, while the padded
   size (rows x longest chunk) fits `max_prefill_tokens`; a long prompt is split into chunks;
 - while sequences are decoding, prefill and decode steps alternate, so a newcomer's prefill
@@ -125,9 +126,10 @@ class Scheduler:
     # -- internals -------------------------------------------------------------------------
     def _admit(self) -> None:
         held: list[Sequence] = []
-        # Held ones are looked at again each step, so the scan is bounded: at most a few rows'
-        # worth of them per step, not the whole queue.
-        while self.waiting and self.table.num_free > 0 and len(held) < 2 * self.table.capacity:
+        # Each held sequence keeps a free row for itself (later arrivals must not leave it waiting
+        # for a whole request instead of one prefill); held ones are looked at again each step,
+        # so at most a few rows' worth of them are scanned per step, not the whole queue.
+        while self.waiting and self.table.num_free > len(held) and len(held) < 2 * self.table.capacity:
             seq = self.waiting.popleft()
             if self.hold is not None and self.hold(seq):
                 held.append(seq)

@@ -135,3 +135,18 @@ def test_a_held_sequence_keeps_its_place_while_later_ones_start() -> None:
     run_step(scheduler, table)
     assert seqs[1].status is Status.PREFILL and table.row(seqs[1]) < table.row(late)
     assert asked == ["s0", "s1", "s2", "s1", "s3"]
+
+
+def test_a_held_sequence_keeps_a_row_for_itself() -> None:
+    table = RowTable(2)
+    held = {"s1"}
+    scheduler = Scheduler(SchedulerConfig(max_queue=8, max_prefill_tokens=100), table,
+                          hold=lambda seq: seq.request_id in held)
+    seqs = [make_seq(f"s{i}", 10) for i in range(3)]
+    for seq in seqs:
+        scheduler.add(seq)
+    assert run_step(scheduler, table) == (True, [("s0", 10)])  # s2 does not take s1's row
+    assert list(scheduler.waiting) == seqs[1:]
+    held.clear()
+    run_step(scheduler, table)
+    assert seqs[1].status is Status.PREFILL and seqs[2].status is Status.WAITING
