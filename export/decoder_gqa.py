@@ -14,6 +14,9 @@ cached length; rows shorter than `seq` are right-padded, and their padding write
 row's length, which the next step overwrites (BUNDLE.md). Outputs `present_*` are the whole
 `[batch, kv_heads, max_len, head_dim]` buffers. The graph is written for the CPU execution
 provider only; weights are `decoder.onnx`'s own (`shared_weights.py`).
+
+Queries and keys are rotated together by one com.microsoft RotaryEmbedding per layer (interleaved
+pairs, partial rotary), fed each token's own angles, instead of Decoder's Mul/Slice/Mul/Add chain.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import torch
 from edgevlm.export.decoder import Decoder
 
 OP = "com.microsoft::GroupQueryAttention"
+ROTARY = "com.microsoft::RotaryEmbedding"
 
 
 def input_names(num_layers: int) -> list[str]:
@@ -78,6 +82,23 @@ class GqaDecoder(Decoder):
     ) -> tuple[torch.Tensor, ...]:
         # seqlens_k: [batch] i32; total_sequence_length: [] i32; past: [batch, kv_heads, max_len, head_dim]
         return self.run_layers(inputs_embeds, position_ids, logits_index, past, (seqlens_k, total_sequence_length))
+
+    def apply_rotary(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        # x: [batch, seq, heads, head_dim]; cos/sin: [batch, seq, 1, head_dim] as Decoder.rotary
+        # makes them: pairs (2i, 2i + 1) share an angle, and pair_signs left +sin on the second
+        # of each. The op takes a cache row per position: each token is its own position here.
+        batch, seq, heads, head_dim = x.shape
+        rows = batch * seq
+        cos_cache = cos[:, :, 0, 0 : self.rotary_dim : 2].reshape(rows, -1)
+        sin_cache = sin[:, :, 0, 1 : self.rotary_dim : 2].reshape(rows, -1)
+        positions = torch.arange(rows, device=x.device).view(batch, seq)
+        flat = x.reshape(batch, seq, heads * head_dim)
+        rotated = torch.onnx.ops.symbolic(
+            ROTARY, (flat, positions, cos_cache, sin_cache),
+            {"num_heads": heads, "rotary_embedding_dim": self.rotary_dim, "interleaved": 1},
+            dtype=flat.dtype, shape=flat.shape, version=1,
+        )
+        return rotated.view(batch, seq, heads, head_dim)
 
     def attention(
         self,

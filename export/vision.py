@@ -150,9 +150,16 @@ class VisionEncoder(nn.Module):
         """Queries and keys rotated, and values, every form's attention starts from these.
         # x: [patches, hidden] -> q, k, v: [patches, heads, head_dim]"""
         q, k, v = attn.qkv(x).view(-1, 3, self.num_heads, self.head_dim).unbind(1)
-        q = (q.float() * cos + rotate_half(q.float()) * sin).to(x.dtype)
-        k = (k.float() * cos + rotate_half(k.float()) * sin).to(x.dtype)
+        q, k = self.rotate_qk(q, k, cos, sin)
         return q, k, v
+
+    def rotate_qk(
+        self, q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        # q, k: [patches, heads, head_dim]; cos, sin: [patches, 1, head_dim] (rotate_half's layout)
+        q = (q.float() * cos + rotate_half(q.float()) * sin).to(q.dtype)
+        k = (k.float() * cos + rotate_half(k.float()) * sin).to(k.dtype)
+        return q, k
 
     def downsample(self, h: torch.Tensor) -> torch.Tensor:
         # h: [patches, hidden] -> [patches / merge^2, out_hidden]

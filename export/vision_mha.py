@@ -12,6 +12,9 @@ layer unfused, 10.5 fused with a bias, 7.6 fused without). The runtime splits a 
 its blocks (`runtime/vision_inputs.py: attention_blocks`); every part of the tower but attention
 works patch by patch or merge block by merge block, so the split is exact.
 
+Queries and keys are rotated together by one com.microsoft RotaryEmbedding per layer instead of
+two chains of Mul/Split/Neg/Concat/Add (those were 13 % of a demo-model vision call).
+
 Inputs are `vision.onnx`'s without `attention_bias`; the weights are `vision.onnx`'s own
 (`shared_weights.py`).
 """
@@ -25,6 +28,7 @@ import torch
 from edgevlm.export.vision import AXES, INPUT_NAMES, VisionEncoder
 
 OP = "com.microsoft::MultiHeadAttention"
+ROTARY = "com.microsoft::RotaryEmbedding"
 CPU_INPUT_NAMES = tuple(n for n in INPUT_NAMES if n != "attention_bias")
 
 
@@ -46,6 +50,23 @@ class MhaVisionEncoder(VisionEncoder):
     ) -> torch.Tensor:
         # one attention block's patches -> its image tokens
         return super().forward(pixel_values, pos_grid, rotary_pos, None)
+
+    def rotate_qk(
+        self, q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        # q, k: [patches, heads, head_dim]; cos, sin: [patches, 1, head_dim], both halves equal
+        # (rotate_half pairs element i with i + head_dim / 2, one angle per pair). The op takes a
+        # cache row per position: here each patch is its own position, its row its own angles.
+        patches, heads = q.shape[0], 2 * self.num_heads
+        half = self.head_dim // 2
+        qk = torch.cat((q, k), dim=1).reshape(1, patches, heads * self.head_dim)
+        positions = torch.arange(patches, device=q.device).unsqueeze(0)
+        rotated = torch.onnx.ops.symbolic(
+            ROTARY, (qk, positions, cos[:, 0, :half].contiguous(), sin[:, 0, :half].contiguous()),
+            {"num_heads": heads, "interleaved": 0}, dtype=qk.dtype, shape=qk.shape, version=1,
+        )
+        q, k = rotated.view(patches, heads, self.head_dim).split(self.num_heads, dim=1)
+        return q, k
 
     def attention(
         self, attn: Any, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, bias: torch.Tensor | None
