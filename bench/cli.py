@@ -3,6 +3,7 @@
     edgevlm bench engine --model CHECKPOINT --bundle BUNDLE   HF transformers vs the runtime
     edgevlm bench make-model small --out DIR                    a ~0.5 B random-weight checkpoint
     edgevlm bench compare FP32.json INT8.json ...               quantized bundles against the first
+    edgevlm bench compare --bundles FP32 INT8 INT4              the same, measured here, interleaved
     edgevlm bench serve --concurrency 1,4,8,16,32,64            HTTP load on `edgevlm serve`
 
 Heavy imports (torch, onnxruntime) stay inside the run functions.
@@ -98,11 +99,16 @@ def _run_make_model(args: argparse.Namespace) -> int:
 # -- bench compare ---------------------------------------------------------------------------
 def _register_compare(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
-        "compare", help="`bench engine` reports of fp32/int8/int4 bundles side by side",
-        description="Bundle size, TTFT, vision encoder time and decode speed of each report's runtime "
-        "side, each against the first report (e.g. the fp32 bundle).",
+        "compare", help="fp32/int8/int4 bundles side by side (reports, or the bundles measured interleaved)",
+        description="Bundle size, TTFT, vision encoder time and decode speed, each against the first "
+        "(e.g. the fp32 bundle): from `bench engine` reports, or with --bundles measured here in one "
+        "process, the bundles' repeats interleaved so that machine drift reaches all alike.",
     )
-    parser.add_argument("reports", type=Path, nargs="+", help="bench_engine.json files; the first is the base")
+    parser.add_argument("reports", type=Path, nargs="*", help="bench_engine.json files; the first is the base")
+    parser.add_argument("--bundles", type=Path, nargs="+", help="bundle folders to measure instead; the first is the base")
+    parser.add_argument("--repeats", type=int, default=5, help="with --bundles: rounds, median taken (default 5)")
+    parser.add_argument("--decode-tokens", type=int, default=16, help="with --bundles: tokens timed per decode (default 16)")
+    parser.add_argument("--threads", type=int, default=0, help="with --bundles: threads per engine; 0 = default")
     parser.add_argument("--out", type=Path, default=Path("runs/bench/compare"), help="folder for the JSON (+ PNG)")
     parser.set_defaults(run=_run_compare)
 
@@ -110,7 +116,16 @@ def _register_compare(commands: argparse._SubParsersAction) -> None:
 def _run_compare(args: argparse.Namespace) -> int:
     from edgevlm.bench.compare import format_table, load, write_outputs
 
-    figures = [load(path) for path in args.reports]
+    if bool(args.reports) == bool(args.bundles):
+        raise UserError("give either bench_engine.json reports or --bundles DIR ..., not both or neither")
+    if args.bundles:
+        if args.repeats < 1 or args.decode_tokens < 2:
+            raise UserError("--repeats must be >= 1 and --decode-tokens >= 2")
+        from edgevlm.bench.interleaved import measure
+
+        figures = measure(args.bundles, args.repeats, args.decode_tokens, threads=args.threads)
+    else:
+        figures = [load(path) for path in args.reports]
     print(format_table(figures))
     for path in write_outputs(figures, args.out):
         print(f"wrote {path}")

@@ -1,5 +1,6 @@
 """`edgevlm bench compare`: several `bench engine` reports of one model (fp32, int8, int4 bundles)
-side by side, each against the first: bundle size, TTFT, vision encoder time, decode speed.
+side by side, each against the first: bundle size, TTFT, vision encoder time, decode speed. With
+`--bundles`, the bundles themselves are measured in one process, interleaved (interleaved.py).
 
 The vision encoder's time is the cold TTFT minus the image-cache-hit TTFT of the same request: the
 two differ only in the encoder run (the hit skips it).
@@ -37,7 +38,7 @@ def load(report_path: Path) -> BundleFigures:
         runtime = report["sides"]["runtime"]
         bundle = Path(report["bundle"])
         return BundleFigures(
-            name=_label(bundle),
+            name=label(bundle),
             size_mb=bundle_size_mb(bundle),
             ttft_ms=runtime["ttft_ms"],
             vision_ms=runtime["ttft_ms"] - runtime["ttft_image_cache_hit_ms"],
@@ -48,7 +49,7 @@ def load(report_path: Path) -> BundleFigures:
         raise UserError(f"not a readable `bench engine` report: {report_path} ({exc})") from exc
 
 
-def _label(bundle: Path) -> str:
+def label(bundle: Path) -> str:
     try:
         manifest = json.loads((bundle / "manifest.json").read_text())
     except (OSError, ValueError):

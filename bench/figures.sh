@@ -50,6 +50,10 @@ if [[ $STEPS == *quant* ]]; then
     done
     step compare-small "$OUT/compare-small/bench_compare.json" \
         "$EDGEVLM" bench compare "$OUT"/engine-small-{fp32,int8,int4}/bench_engine.json --out "$OUT/compare-small"
+    # The same three bundles in one process, repeats interleaved: ratios that machine drift between
+    # the runs above cannot skew (issue 7's figures).
+    step interleaved-small "$OUT/interleaved-small/bench_compare.json" \
+        "$EDGEVLM" bench compare --bundles "$OUT"/small-{fp32,int8,int4} --repeats 5 --out "$OUT/interleaved-small"
     # The demo model's accuracy through each quantized bundle (the gate's own figures).
     for mode in int8 int4; do
         step "quantize-demo-$mode" "$OUT/demo-$mode/manifest.json" \

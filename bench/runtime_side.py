@@ -26,20 +26,20 @@ def run(bundle: Path, workload: Workload, threads: int) -> dict:
     cold, hit, prefix_hit = [], [], []
     for i in range(workload.repeats):
         engine.clear_caches()  # the image (and the prompt) are new to the engine
-        cold.append(_timed(lambda i=i: engine.generate(request(f"ttft{i}", 1000 + i, 1))))
+        cold.append(timed(lambda i=i: engine.generate(request(f"ttft{i}", 1000 + i, 1))))
         # The image-embedding cache alone (the prompt is prefilled again): cold - this = the encoder.
         if engine.prefix_cache is not None:
             engine.prefix_cache.clear()
-        hit.append(_timed(lambda i=i: engine.generate(request(f"hit{i}", 1000 + i, 1))))
+        hit.append(timed(lambda i=i: engine.generate(request(f"hit{i}", 1000 + i, 1))))
         # Both caches: the same image and prompt again reuse the prompt's K/V too.
-        prefix_hit.append(_timed(lambda i=i: engine.generate(request(f"again{i}", 1000 + i, 1))))
-    decode = [_decode_ms_per_token(engine, request(f"dec{i}", 2000 + i, workload.decode_tokens))
+        prefix_hit.append(timed(lambda i=i: engine.generate(request(f"again{i}", 1000 + i, 1))))
+    decode = [decode_ms_per_token(engine, request(f"dec{i}", 2000 + i, workload.decode_tokens))
               for i in range(workload.repeats)]
     throughput = {}
     for concurrency in workload.concurrency:
         engine.clear_caches()
         batch = [request(f"c{concurrency}-{j}", 3000 + j, workload.decode_tokens) for j in range(concurrency)]
-        seconds = _timed(lambda batch=batch: engine.generate(batch))
+        seconds = timed(lambda batch=batch: engine.generate(batch))
         throughput[str(concurrency)] = concurrency * workload.decode_tokens / seconds
     engine.clear_caches()
     decode_rate = {str(c): _decode_tokens_per_s(engine, [request(f"d{c}-{j}", 4000 + j, 4 * workload.decode_tokens)
@@ -60,13 +60,13 @@ def run(bundle: Path, workload: Workload, threads: int) -> dict:
     }
 
 
-def _timed(fn) -> float:
+def timed(fn) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
 
 
-def _decode_ms_per_token(engine: Engine, request: GenerationRequest) -> float:
+def decode_ms_per_token(engine: Engine, request: GenerationRequest) -> float:
     """Time between the first and the last token of one request, per token."""
     seq = engine.add_request(request)
     stamps = []

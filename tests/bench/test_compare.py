@@ -48,3 +48,31 @@ def test_cli_refuses_a_file_that_is_not_a_report(tmp_path: Path, capsys: pytest.
     assert main(["bench", "compare", str(junk), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "not a readable `bench engine` report" in err
+
+
+def test_bundles_measured_interleaved_in_one_process(demo_bundle: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    args = ["bench", "compare", "--bundles", str(demo_bundle), str(demo_bundle), "--repeats", "2",
+            "--decode-tokens", "4", "--out", str(out)]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert "repeat 2/2" in captured.err and "decode, batch 1" in captured.out
+    figures = json.loads((out / "bench_compare.json").read_text())
+    assert len(figures) == 2 and figures[0]["size_mb"] == figures[1]["size_mb"] > 0
+    for fig in figures:
+        # a cold request runs the vision encoder, the image-cache hit does not
+        assert fig["ttft_ms"] > fig["vision_ms"] > 0 and fig["decode_ms_per_token"] > 0
+
+
+@pytest.mark.parametrize("args", [[], ["r.json", "--bundles", "b"], ["--bundles", "b", "--repeats", "0"]])
+def test_compare_wants_reports_or_bundles(args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "compare", *args, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and ("--bundles" in err or "--repeats" in err)
+
+
+def test_compare_refuses_a_folder_that_is_not_a_bundle(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "compare", "--bundles", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and str(tmp_path) in err
