@@ -105,9 +105,11 @@ def _register_compare(commands: argparse._SubParsersAction) -> None:
         "process, the bundles' repeats interleaved so that machine drift reaches all alike.",
     )
     parser.add_argument("reports", type=Path, nargs="*", help="bench_engine.json files; the first is the base")
-    parser.add_argument("--bundles", type=Path, nargs="+", help="bundle folders to measure instead; the first is the base")
+    parser.add_argument("--bundles", type=Path, nargs="+",
+                        help="bundle folders to measure instead; the first is the base")
     parser.add_argument("--repeats", type=int, default=5, help="with --bundles: rounds, median taken (default 5)")
-    parser.add_argument("--decode-tokens", type=int, default=16, help="with --bundles: tokens timed per decode (default 16)")
+    parser.add_argument("--decode-tokens", type=int, default=16,
+                        help="with --bundles: tokens timed per decode (default 16)")
     parser.add_argument("--threads", type=int, default=0, help="with --bundles: threads per engine; 0 = default")
     parser.add_argument("--out", type=Path, default=Path("runs/bench/compare"), help="folder for the JSON (+ PNG)")
     parser.set_defaults(run=_run_compare)

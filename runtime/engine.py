@@ -25,7 +25,8 @@ from edgevlm.runtime.image_cache import ImageCache
 from edgevlm.runtime.image_encoder import ImageEncoder
 from edgevlm.runtime.kv_cache import KVLayout
 from edgevlm.runtime.limits import EngineLimits
-from edgevlm.runtime.prefix_cache import MIN_TOKENS, PrefixCache, PrefixEntry, prompt_key, shared_length
+from edgevlm.runtime.prefix_cache import PrefixCache
+from edgevlm.runtime.prefix_reuse import PrefixReuse
 from edgevlm.runtime.preprocess import Preprocessor
 from edgevlm.runtime.sampling import SamplingState, TokenChoice, sample
 from edgevlm.runtime.scheduler import ScheduledBatch, Scheduler, SchedulerConfig
@@ -80,8 +81,10 @@ class Engine:
         config = SchedulerConfig(limits.max_queue, limits.max_prefill_tokens)
         reuse = limits.prefix_cache_mb > 0 and self.cache.supports_prefix_reuse
         self.prefix_cache = PrefixCache(limits.prefix_cache_mb) if reuse else None
-        self.scheduler = Scheduler(config, self.cache.table, self._reuse_prefix if reuse else None,
-                                   self._should_hold if reuse else None)
+        self.prefixes = (PrefixReuse(self.prefix_cache, self.cache, lambda: self.scheduler.prefilling())
+                         if self.prefix_cache is not None else None)
+        self.scheduler = Scheduler(config, self.cache.table, self.prefixes.admit if self.prefixes else None,
+                                   self.prefixes.should_hold if self.prefixes else None)
         self.image_cache = ImageCache(limits.image_cache_mb)
         self.images = ImageEncoder(
             backend, preprocessor, self.image_cache, limits.max_vision_patches, bundle.dtype
@@ -277,77 +280,13 @@ class Engine:
                 logprobs: tuple[TokenLogprob, ...] = ()) -> Event:
         """End a sequence: flush its text, free its KV row at once, build its last event."""
         text = prefix + ("" if reason in ("error", "cancelled") else seq.detokenizer.finish())
-        if reason != "error":
-            self._store_prefix(seq)
+        if reason != "error" and self.prefixes is not None:
+            self.prefixes.keep(seq)
         seq.finish(reason, error)
         self.cache.apply(self.scheduler.release(seq))
         self._live.pop(seq.request_id, None)
         usage = Usage(prompt_tokens=seq.num_prompt, completion_tokens=len(seq.output_ids))
         return seq, StreamEvent(text=text, logprobs=logprobs, finish_reason=reason, usage=usage, error=error)
-
-    def _reuse_prefix(self, seq: Sequence) -> None:
-        """A newly admitted sequence starts after the longest prefix of its prompt that is stored
-        or already computed in a running row (at least one prompt token is left to compute: its
-        logits give the first answer token)."""
-        assert self.prefix_cache is not None
-        key = self._prefix_key(seq)
-        limit = len(seq.prompt) - 1
-        entry, length = self.prefix_cache.match(key, limit)
-        donor, shared = self._running_match(seq, key, limit)
-        row = self.cache.table.row(seq)
-        if donor is not None and shared > length:
-            self.cache.copy_prefix(self.cache.table.row(donor), row, shared)
-            length = shared
-        elif entry is not None:
-            self.cache.write_prefix(row, entry.keys, entry.values, length)
-        else:
-            return
-        self.prefix_cache.record_hit(length)
-        self.cache.table.advance(seq, length)
-        seq.num_cached = seq.prefix_reused = length
-
-    def _running_match(self, seq: Sequence, key: np.ndarray, limit: int) -> tuple[Sequence | None, int]:
-        """The running sequence whose computed tokens share the longest prefix with `key`."""
-        best, best_len = None, MIN_TOKENS - 1
-        table = self.cache.table
-        for row in range(table.num_used):
-            other: Sequence = table.owner(row)  # type: ignore[assignment]
-            if other is seq or other.prefix_key is None:
-                continue
-            length = shared_length(_cached_key(other, table.length(other)), key, limit)
-            if length > best_len:
-                best, best_len = other, length
-        return (best, best_len) if best is not None else (None, 0)
-
-    def _should_hold(self, seq: Sequence) -> bool:
-        """Wait rather than start: a sequence now prefilling will compute at least MIN_TOKENS more
-        of this prompt's prefix than can be reused now (questions about one image that arrive
-        together prefill it once; each waits at most for that prefill)."""
-        key = self._prefix_key(seq)
-        limit = len(seq.prompt) - 1
-        shared = [(shared_length(p.prefix_key, key, limit), p.num_cached)
-                  for p in self.scheduler.prefilling() if p.prefix_key is not None]
-        # Reusable now is at least min(shared, cached) of each: nothing to wait for below this.
-        if max((n - cached for n, cached in shared), default=0) < MIN_TOKENS:
-            return False
-        assert self.prefix_cache is not None
-        now = max(self.prefix_cache.match(key, limit)[1], self._running_match(seq, key, limit)[1])
-        return max(n for n, _ in shared) - now >= MIN_TOKENS
-
-    def _prefix_key(self, seq: Sequence) -> np.ndarray:
-        if seq.prefix_key is None:
-            seq.prefix_key = prompt_key(seq.prompt)
-        return seq.prefix_key
-
-    def _store_prefix(self, seq: Sequence) -> None:
-        """Keep a finished sequence's cached tokens (prompt + fed-back answer) for later prompts."""
-        if self.prefix_cache is None or seq.prefix_key is None or seq not in self.cache.table:
-            return
-        table = self.cache.table
-        length = table.length(seq)
-        key = _cached_key(seq, length)
-        keys, values = self.cache.read_prefix(table.row(seq), length)
-        self.prefix_cache.store(PrefixEntry(key, keys, values))
 
     def _logprobs(self, choice: TokenChoice) -> tuple[TokenLogprob, ...]:
         if choice.logprob is None:
@@ -402,14 +341,6 @@ class Engine:
 
     def close(self) -> None:
         self.backend.close()
-
-
-def _cached_key(seq: Sequence, length: int) -> np.ndarray:
-    """The prefix key of a sequence's first `length` cached tokens: its prompt, then its answer."""
-    assert seq.prefix_key is not None
-    if length <= len(seq.prefix_key):
-        return seq.prefix_key[:length]
-    return np.concatenate([seq.prefix_key, np.asarray(seq.output_ids, np.int64)])[:length]
 
 
 def _patches(seq: Sequence) -> int:

@@ -5,7 +5,7 @@ prefilling them.
 A finished sequence's cached tokens (prompt + the answer tokens already fed back) are copied out
 of its row before the row frees; a newcomer whose prompt shares at least `MIN_TOKENS` leading
 tokens with a stored entry gets that prefix copied into its fresh row and starts prefilling after
-it. Sequences still running share too (engine.py): a newcomer copies the longest prefix that a
+it. Sequences still running share too (prefix_reuse.py): a newcomer copies the longest prefix that a
 running row has already computed, and waits for one still prefilling it (`Scheduler`'s hold).
 Image placeholders all have the same token id, so in the keys each image's placeholders are
 replaced by a negative number derived from the image's content digest: the same tokens with a
