@@ -17,20 +17,23 @@ import sys
 from pathlib import Path
 
 from edgevlm.bench.compare import BundleFigures, bundle_size_mb, label
+from edgevlm.bench.runtime_side import bench_request, cold_and_image_hit, decode_ms_per_token
 
 
 def measure(bundles: list[Path], repeats: int = 5, decode_tokens: int = 16, question_tokens: int = 20,
             threads: int = 0) -> list[BundleFigures]:
+    from edgevlm.bench.workload import question_text
     from edgevlm.runtime.engine import Engine
 
     engines = [Engine.from_bundle(b, max_batch=1, max_queue=16, threads=threads) for b in bundles]
     samples: list[dict[str, list[float]]] = [{"ttft": [], "vision": [], "decode": []} for _ in bundles]
     try:
-        for engine in engines:
-            engine.generate([_request(engine, "warmup", 999, 2, question_tokens)])
+        questions = [question_text(e.preprocessor.tokenizer, question_tokens) for e in engines]
+        for engine, question in zip(engines, questions, strict=True):
+            engine.generate(bench_request(question, "warmup", 999, 2))
         for r in range(repeats):
             for i in _rotated(len(engines), r):
-                _one_repeat(engines[i], r, decode_tokens, question_tokens, samples[i])
+                _one_repeat(engines[i], questions[i], r, decode_tokens, samples[i])
             print(f"bench compare: repeat {r + 1}/{repeats}", file=sys.stderr, flush=True)
     finally:
         for engine in engines:
@@ -47,24 +50,8 @@ def _rotated(count: int, shift: int) -> list[int]:
     return [(shift + i) % count for i in range(count)]
 
 
-def _one_repeat(engine, r: int, decode_tokens: int, question_tokens: int, out: dict[str, list[float]]) -> None:
-    from edgevlm.bench.runtime_side import decode_ms_per_token, timed
-
-    engine.clear_caches()
-    cold = timed(lambda: engine.generate([_request(engine, f"cold{r}", 1000 + r, 1, question_tokens)]))
-    if engine.prefix_cache is not None:
-        engine.prefix_cache.clear()  # the image-embedding cache alone: the prompt is prefilled again
-    hit = timed(lambda: engine.generate([_request(engine, f"hit{r}", 1000 + r, 1, question_tokens)]))
+def _one_repeat(engine, question: str, r: int, decode_tokens: int, out: dict[str, list[float]]) -> None:
+    cold, hit = cold_and_image_hit(engine, question, r)
     out["ttft"].append(1000 * cold)
     out["vision"].append(1000 * (cold - hit))
-    out["decode"].append(decode_ms_per_token(engine, _request(engine, f"dec{r}", 2000 + r, decode_tokens,
-                                                               question_tokens)))
-
-
-def _request(engine, request_id: str, seed: int, tokens: int, question_tokens: int):
-    from edgevlm.bench.workload import bench_image, question_text
-    from edgevlm.runtime.types import GenerationRequest, ImagePart, Message, SamplingParams, TextPart
-
-    question = question_text(engine.preprocessor.tokenizer, question_tokens)
-    message = Message("user", (ImagePart(bench_image(seed)), TextPart(question)))
-    return GenerationRequest(request_id, (message,), SamplingParams(max_tokens=tokens, min_tokens=tokens))
+    out["decode"].append(decode_ms_per_token(engine, bench_request(question, f"dec{r}", 2000 + r, decode_tokens)))

@@ -19,18 +19,14 @@ def run(bundle: Path, workload: Workload, threads: int) -> dict:
     question = question_text(engine.preprocessor.tokenizer, workload.question_tokens)
 
     def request(request_id: str, seed: int, tokens: int) -> GenerationRequest:
-        message = Message("user", (ImagePart(bench_image(seed)), TextPart(question)))
-        return GenerationRequest(request_id, (message,), SamplingParams(max_tokens=tokens, min_tokens=tokens))
+        return bench_request(question, request_id, seed, tokens)
 
     engine.generate(request("warmup", 999, 2))
     cold, hit, prefix_hit = [], [], []
     for i in range(workload.repeats):
-        engine.clear_caches()  # the image (and the prompt) are new to the engine
-        cold.append(timed(lambda i=i: engine.generate(request(f"ttft{i}", 1000 + i, 1))))
-        # The image-embedding cache alone (the prompt is prefilled again): cold - this = the encoder.
-        if engine.prefix_cache is not None:
-            engine.prefix_cache.clear()
-        hit.append(timed(lambda i=i: engine.generate(request(f"hit{i}", 1000 + i, 1))))
+        first, again = cold_and_image_hit(engine, question, i)
+        cold.append(first)
+        hit.append(again)
         # Both caches: the same image and prompt again reuse the prompt's K/V too.
         prefix_hit.append(timed(lambda i=i: engine.generate(request(f"again{i}", 1000 + i, 1))))
     decode = [decode_ms_per_token(engine, request(f"dec{i}", 2000 + i, workload.decode_tokens))
@@ -58,6 +54,24 @@ def run(bundle: Path, workload: Workload, threads: int) -> dict:
         "providers": getattr(engine.backend, "providers", []),
         "graph_files": {g: p.name for g, p in getattr(engine.backend, "graph_files", {}).items()},
     }
+
+
+def bench_request(question: str, request_id: str, seed: int, tokens: int) -> GenerationRequest:
+    """The bench image of `seed` and the question, answered with exactly `tokens` tokens."""
+    message = Message("user", (ImagePart(bench_image(seed)), TextPart(question)))
+    return GenerationRequest(request_id, (message,), SamplingParams(max_tokens=tokens, min_tokens=tokens))
+
+
+def cold_and_image_hit(engine: Engine, question: str, i: int) -> tuple[float, float]:
+    """Seconds to the first token for image `1000 + i` new to the engine, then for the same
+    request with only the image-embedding cache (the prompt is prefilled again): cold - hit is
+    the vision encoder."""
+    engine.clear_caches()
+    cold = timed(lambda: engine.generate(bench_request(question, f"ttft{i}", 1000 + i, 1)))
+    if engine.prefix_cache is not None:
+        engine.prefix_cache.clear()
+    hit = timed(lambda: engine.generate(bench_request(question, f"hit{i}", 1000 + i, 1)))
+    return cold, hit
 
 
 def timed(fn) -> float:

@@ -127,9 +127,9 @@ class Scheduler:
     def _admit(self) -> None:
         held: list[Sequence] = []
         # Each held sequence keeps a free row for itself (later arrivals must not leave it waiting
-        # for a whole request instead of one prefill); held ones are looked at again each step,
-        # so at most a few rows' worth of them are scanned per step, not the whole queue.
-        while self.waiting and self.table.num_free > len(held) and len(held) < 2 * self.table.capacity:
+        # for a whole request instead of one prefill); so the scan stops once the free rows are
+        # taken or kept, never walking the whole queue.
+        while self.waiting and self.table.num_free > len(held):
             seq = self.waiting.popleft()
             if self.hold is not None and self.hold(seq):
                 held.append(seq)
