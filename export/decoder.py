@@ -189,8 +189,7 @@ class Decoder(nn.Module):
 
     def rotary(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         # position_ids: [3, batch, seq] -> cos, sin: [batch, seq, 1, head_dim] in the model dtype
-        positions = position_ids.index_select(0, self.rotary_axes)  # [rotary_dim, batch, seq]
-        angles = positions.permute(1, 2, 0).to(torch.float32) * self.inv_freq
+        angles = self.angles(position_ids)
         # Partial rotary over the whole head: the channels past rotary_dim get cos 1 and sin 0,
         # so x * cos + rotate(x) * sin leaves them exactly as they are, without slicing each
         # head into rotated and kept parts and concatenating them again in every layer.
@@ -201,6 +200,11 @@ class Decoder(nn.Module):
         # broadcast Mul over a trailing pair axis was 3 % of a batch-16 decode step per layer).
         sin = pair_signs(torch.nn.functional.pad(angles.sin(), (0, keep), value=0.0))
         return cos.to(dtype).unsqueeze(2), sin.to(dtype).unsqueeze(2)
+
+    def angles(self, position_ids: torch.Tensor) -> torch.Tensor:
+        # position_ids: [3, batch, seq] -> [batch, seq, rotary_dim] float32 (pairs share an angle)
+        positions = position_ids.index_select(0, self.rotary_axes)  # [rotary_dim, batch, seq]
+        return positions.permute(1, 2, 0).to(torch.float32) * self.inv_freq
 
     def layer(
         self,

@@ -83,18 +83,20 @@ class GqaDecoder(Decoder):
         # seqlens_k: [batch] i32; total_sequence_length: [] i32; past: [batch, kv_heads, max_len, head_dim]
         return self.run_layers(inputs_embeds, position_ids, logits_index, past, (seqlens_k, total_sequence_length))
 
+    def rotary(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        # position_ids: [3, batch, seq] -> cos, sin: [batch * seq, rotary_dim / 2], RotaryEmbedding's
+        # cache with one row per token; interleaved pairs share an angle, so every other one
+        half = self.angles(position_ids)[..., 0::2].flatten(0, 1)
+        return half.cos().to(dtype), half.sin().to(dtype)
+
     def apply_rotary(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        # x: [batch, seq, heads, head_dim]; cos/sin: [batch, seq, 1, head_dim] as Decoder.rotary
-        # makes them: pairs (2i, 2i + 1) share an angle, and pair_signs left +sin on the second
-        # of each. The op takes a cache row per position: each token is its own position here.
+        # x: [batch, seq, heads, head_dim]; cos/sin: this class's rotary(), token b * seq + s in row
+        # b * seq + s (the op looks rows up by position: each token is its own position here)
         batch, seq, heads, head_dim = x.shape
-        rows = batch * seq
-        cos_cache = cos[:, :, 0, 0 : self.rotary_dim : 2].reshape(rows, -1)
-        sin_cache = sin[:, :, 0, 1 : self.rotary_dim : 2].reshape(rows, -1)
-        positions = torch.arange(rows, device=x.device).view(batch, seq)
+        positions = torch.arange(batch * seq, device=x.device).view(batch, seq)
         flat = x.reshape(batch, seq, heads * head_dim)
         rotated = torch.onnx.ops.symbolic(
-            ROTARY, (flat, positions, cos_cache, sin_cache),
+            ROTARY, (flat, positions, cos, sin),
             {"num_heads": heads, "rotary_embedding_dim": self.rotary_dim, "interleaved": 1},
             dtype=flat.dtype, shape=flat.shape, version=1,
         )
