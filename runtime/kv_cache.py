@@ -188,9 +188,11 @@ class KVCache:
         self.layout = layout
         self.table = RowTable(layout.rows)
         shape = (layout.rows + 1, layout.kv_heads, layout.max_len, layout.head_dim)
-        # np.zeros maps pages lazily: memory is committed as rows are first written.
-        self.keys = [np.zeros(shape, layout.dtype) for _ in range(layout.num_layers)]
-        self.values = [np.zeros(shape, layout.dtype) for _ in range(layout.num_layers)]
+        # Committed now, not as rows are first written (np.zeros maps pages lazily): a budget the
+        # machine can't hold fails at load rather than mid-serving, and first-touch page faults
+        # (milliseconds per MB in a VM) stay out of request latency.
+        self.keys = [np.full(shape, 0, layout.dtype) for _ in range(layout.num_layers)]
+        self.values = [np.full(shape, 0, layout.dtype) for _ in range(layout.num_layers)]
 
     def apply(self, moves: list[RowMove]) -> None:
         for move in moves:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgevlm.runtime.attention_bias import attention_bias
 from edgevlm.runtime.kv_cache import KVCache, KVLayout
 
 
@@ -27,7 +28,6 @@ class DecoderStep:
 
     inputs_embeds: np.ndarray  # [batch, seq, hidden] model dtype
     position_ids: np.ndarray  # [3, batch, seq] int64
-    attention_bias: np.ndarray  # [batch, 1, seq, past + seq] float32
     logits_index: np.ndarray  # [batch] int64
     first_row: int
     starts: np.ndarray  # [batch] tokens already cached per row (where the new K/V go)
@@ -43,16 +43,21 @@ class DecoderStep:
 
     @property
     def past(self) -> int:
-        return int(self.attention_bias.shape[3]) - self.seq
+        """The longest cache among the rows: the bias's key axis is past + seq."""
+        return int(self.starts.max()) if len(self.starts) else 0
+
+    @property
+    def attention_bias(self) -> np.ndarray:
+        """# -> [batch, 1, seq, past + seq] float32. Built on each read, not per step: the in-place
+        CPU form (GroupQueryAttention with per-row lengths) never reads it."""
+        return attention_bias(self.starts, self.counts, self.seq)
 
     def row(self, b: int) -> DecoderStep:
-        """Row `b` alone, unpadded: its real new tokens, and a bias over its own cached keys and them."""
-        start, count, past = int(self.starts[b]), int(self.counts[b]), self.past
-        bias = self.attention_bias[b : b + 1, :, :count]
+        """Row `b` alone, unpadded: its real new tokens (its bias then covers its own cached keys and them)."""
+        count = int(self.counts[b])
         return DecoderStep(
             inputs_embeds=self.inputs_embeds[b : b + 1, :count],
             position_ids=self.position_ids[:, b : b + 1, :count],
-            attention_bias=np.concatenate([bias[..., :start], bias[..., past : past + count]], axis=-1),
             logits_index=np.array([count - 1], np.int64),
             first_row=self.first_row + b,
             starts=self.starts[b : b + 1],

@@ -133,7 +133,6 @@ def synthetic_decode_step(batch: int, past: int, hidden: int, dtype: np.dtype) -
     return DecoderStep(
         inputs_embeds=(rng.standard_normal((batch, 1, hidden)) * 0.02).astype(dtype),
         position_ids=np.full((3, batch, 1), past, np.int64),
-        attention_bias=np.zeros((batch, 1, 1, past + 1), np.float32),
         logits_index=np.zeros(batch, np.int64),
         first_row=0,
         starts=np.full(batch, past, np.int64),

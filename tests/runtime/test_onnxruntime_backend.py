@@ -86,7 +86,6 @@ def _spinning(session) -> bool:
 def _step(table: np.ndarray, rows: list[list[int]], starts: list[int], first_row: int = 0):
     """A DecoderStep of `rows` new tokens after `starts` cached ones (positions 1-D, as for text)."""
     from edgevlm.runtime.backends.base import DecoderStep
-    from edgevlm.runtime.step_inputs import attention_bias
 
     seq = max(len(r) for r in rows)
     ids = np.zeros((len(rows), seq), np.int64)
@@ -96,7 +95,7 @@ def _step(table: np.ndarray, rows: list[list[int]], starts: list[int], first_row
         positions[:, b, : len(row)] = np.arange(start, start + len(row))
     counts = np.array([len(r) for r in rows], np.int64)
     starts_array = np.array(starts, np.int64)
-    return DecoderStep(table[ids], positions, attention_bias(starts_array, counts, seq), counts - 1,
+    return DecoderStep(table[ids], positions, counts - 1,
                        first_row, starts_array, counts)
 
 

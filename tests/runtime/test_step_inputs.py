@@ -1,4 +1,4 @@
-"""Decoder inputs: the attention bias of mixed-length rows, and image embeddings in their places."""
+"""Decoder inputs: token and image embeddings in their places, positions, and the step's derived bias."""
 
 from __future__ import annotations
 
@@ -10,42 +10,8 @@ from edgevlm.runtime.preprocess import Prompt
 from edgevlm.runtime.sampling import SamplingState
 from edgevlm.runtime.scheduler import ScheduledBatch
 from edgevlm.runtime.sequence import Sequence
-from edgevlm.runtime.step_inputs import attention_bias, decoder_step
+from edgevlm.runtime.step_inputs import decoder_step
 from edgevlm.runtime.types import SamplingParams
-
-
-def test_bias_mixed_rows() -> None:
-    bias = attention_bias(np.array([2, 0]), np.array([3, 1]), seq=3)
-    assert bias.shape == (2, 1, 3, 5) and bias.dtype == np.float32
-    visible = bias[:, 0] == 0
-    # row 0: 2 cached keys, 3 new tokens, causal
-    assert visible[0].tolist() == [
-        [True, True, True, False, False],
-        [True, True, True, True, False],
-        [True, True, True, True, True],
-    ]
-    # row 1: nothing cached (past padding hidden), 1 real token; padded queries see only themselves
-    assert visible[1].tolist() == [
-        [False, False, True, False, False],
-        [False, False, False, True, False],
-        [False, False, False, False, True],
-    ]
-
-
-def test_decode_bias_hides_other_rows_padding() -> None:
-    bias = attention_bias(np.array([5, 2]), np.array([1, 1]), seq=1)
-    assert (bias[:, 0, 0] == 0).tolist() == [[True] * 6, [True, True, False, False, False, True]]
-
-
-def test_decode_bias_equals_the_general_rule() -> None:
-    rng = np.random.default_rng(0)
-    for _ in range(20):
-        starts = rng.integers(0, 40, size=rng.integers(1, 6))
-        fast = attention_bias(starts, np.ones_like(starts), seq=1)
-        general = attention_bias(starts, np.ones_like(starts), seq=2)[:, :, :1]  # row 0 of a 2-token step
-        past = int(starts.max())
-        assert fast.shape == (len(starts), 1, 1, past + 1)
-        assert np.array_equal(fast[..., :past], general[..., :past]) and (fast[..., past] == 0).all()
 
 
 def make_seq(ids: list[int], image_at: list[int], delta: int = 0) -> Sequence:
@@ -76,3 +42,14 @@ def test_decode_positions_continue_from_delta() -> None:
     step = decoder_step(ScheduledBatch(False, (seq,), 3, (1,)), EmbedTable(table), np.dtype(np.float32))
     assert step.position_ids[:, 0, 0].tolist() == [-2, -2, -2]
     assert step.first_row == 3 and step.past == 5
+
+
+def test_a_row_alone_gets_its_own_unpadded_bias() -> None:
+    table = np.zeros((10, 2), np.float32)
+    a, b = make_seq([1, 2, 3, 4], image_at=[]), make_seq([1, 2], image_at=[])
+    a.num_cached, b.num_cached = 1, 0
+    step = decoder_step(ScheduledBatch(True, (a, b), 0, (3, 2)), EmbedTable(table), np.dtype(np.float32))
+    assert step.attention_bias.shape == (2, 1, 3, 4) and step.past == 1
+    row = step.row(1)
+    assert row.seq == 2 and row.past == 0 and row.first_row == 1
+    assert (row.attention_bias[0, 0] == 0).tolist() == [[True, False], [True, True]]

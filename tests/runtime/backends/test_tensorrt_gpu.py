@@ -71,7 +71,6 @@ def test_engine_manifest_names_release_gpu_and_profiles(trt_bundle: Path) -> Non
 
 def step(bundle: Any, first_row: int, starts: list[int], counts: list[int], seed: int) -> Any:
     from edgevlm.runtime.backends.base import DecoderStep
-    from edgevlm.runtime.step_inputs import attention_bias
 
     rng = np.random.default_rng(seed)
     batch, seq = len(starts), max(counts)
@@ -80,7 +79,6 @@ def step(bundle: Any, first_row: int, starts: list[int], counts: list[int], seed
     return DecoderStep(
         inputs_embeds=(rng.standard_normal((batch, seq, bundle.architecture.hidden_size)) * 0.1).astype(bundle.dtype),
         position_ids=np.broadcast_to(positions[None], (3, batch, seq)).copy(),
-        attention_bias=attention_bias(s, c, seq),
         logits_index=c - 1,
         first_row=first_row,
         starts=s,
