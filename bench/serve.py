@@ -75,6 +75,10 @@ def register_serve(bench_subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--hf-model", type=Path, help="checkpoint for --baseline hf (default: the demo model)")
     p.add_argument("--out", type=Path, default=Path("artifacts/bench-serve"), help="folder for JSON and PNG")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per request")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="run every level this many times, the levels' order rotated each round, and report "
+                        "each level's medians: on a shared machine, ratios between levels then come from the "
+                        "same stretch of time")
     p.set_defaults(run=run)
 
 
@@ -229,13 +233,56 @@ def model_id(target: Target) -> str:
 def bench(target: Target, levels: list[int], args: argparse.Namespace) -> list[LevelResult]:
     workload = Workload(args.workload, model_id(target), args.max_tokens, args.min_tokens)
     one_request(target.url, workload.bodies(1)[0], target.api_key, args.timeout)  # warm the code paths
-    results = []
-    for level in levels:
-        count = args.requests or max(16, 2 * level)
-        result = run_level(target, workload.bodies(count), level, args.timeout)
-        print(format_row(target.name, result), flush=True)
-        results.append(result)
+    repeats = args.repeats
+    runs: dict[int, list[LevelResult]] = {level: [] for level in levels}
+    for round_ in range(repeats):
+        shift = round_ % len(levels)
+        for level in levels[shift:] + levels[:shift]:
+            count = args.requests or max(16, 2 * level)
+            result = run_level(target, workload.bodies(count), level, args.timeout)
+            name = target.name if repeats == 1 else f"{target.name}#{round_ + 1}"
+            print(format_row(name, result), flush=True)
+            runs[level].append(result)
+    results = [median_result(runs[level]) for level in levels]
+    if repeats > 1:
+        print(f"medians of {repeats} rounds:", flush=True)
+        for result in results:
+            print(format_row(target.name, result), flush=True)
     return results
+
+
+def median_result(runs: list[LevelResult]) -> LevelResult:
+    """One level's rounds as one row: medians of the timings, totals of the counts, the highest RSS."""
+    if len(runs) == 1:
+        return runs[0]
+    def med(field: str) -> float:
+        return statistics.median(getattr(r, field) for r in runs)
+
+    requests = sum(r.requests for r in runs)
+    peaks = [r.peak_rss_mb for r in runs if r.peak_rss_mb is not None]
+    return LevelResult(
+        concurrency=runs[0].concurrency,
+        requests=requests,
+        wall_s=sum(r.wall_s for r in runs),
+        mean_latency_s=med("mean_latency_s"),
+        p50_latency_s=med("p50_latency_s"),
+        p95_latency_s=med("p95_latency_s"),
+        mean_ttft_s=med("mean_ttft_s"),
+        p50_ttft_s=med("p50_ttft_s"),
+        tokens_per_s=med("tokens_per_s"),
+        error_rate=sum(r.error_rate * r.requests for r in runs) / requests,
+        rejected_429=sum(r.rejected_429 for r in runs),
+        peak_rss_mb=max(peaks) if peaks else None,
+    )
+
+
+def scaling_lines(name: str, results: list[LevelResult]) -> list[str]:
+    """Aggregate tokens/s of each level against one request at a time (when level 1 was run)."""
+    one = next((r for r in results if r.concurrency == 1), None)
+    if one is None or not one.tokens_per_s > 0:
+        return []
+    return [f"{name}: tokens/s at {r.concurrency} concurrent = {r.tokens_per_s / one.tokens_per_s:.2f} x at 1"
+            for r in results if r.concurrency > 1]
 
 
 # --- servers this command starts ---------------------------------------------------------------------
@@ -329,6 +376,8 @@ def write_outputs(out: Path, results: dict[str, list[LevelResult]]) -> tuple[Pat
 
 def run(args: argparse.Namespace) -> int:
     levels = parse_levels(args.concurrency)
+    if args.repeats < 1:
+        raise UserError(f"--repeats must be >= 1, got {args.repeats}")
     if args.url and args.max_queue is not None:
         raise UserError("--max-queue applies to a server this command starts: drop --url, or restart yours")
     print(HEADER, flush=True)
@@ -345,6 +394,9 @@ def run(args: argparse.Namespace) -> int:
         for pair in zip(*results.values(), strict=True):
             for name, result in zip(results, pair, strict=True):
                 print(format_row(name, result))
+    for name, rows in results.items():
+        for line in scaling_lines(name, rows):
+            print(line)
     json_path, png_path = write_outputs(args.out, results)
     print(f"wrote {json_path} and {png_path}")
     return 0

@@ -41,6 +41,7 @@ class RequestStream(AsyncIterator[StreamEvent]):
         self._owner = owner
         self._queue: asyncio.Queue[StreamEvent] = asyncio.Queue()
         self._done = False
+        self._last_read = -float("inf")  # loop time this stream last handed out an event
 
     def __aiter__(self) -> RequestStream:
         return self
@@ -49,12 +50,18 @@ class RequestStream(AsyncIterator[StreamEvent]):
         if self._done:
             raise StopAsyncIteration
         event = await self._queue.get()
-        # Events that queued while the reader was busy leave as one. A reader that keeps up gets
-        # every step's event as it comes; one that falls behind (many streams on a busy server)
-        # catches up with one write instead of one per token, so per-chunk costs stop growing
-        # with load (vLLM's stream interval, sized by the backlog instead of fixed).
+        loop = asyncio.get_running_loop()
+        wait = self._last_read + self._owner.stream_interval_s - loop.time()
+        if event.finish_reason is None and wait > 0 and self._owner.num_streams > 1:
+            # Under load a stream hands out at most one event per interval: with many streams, the
+            # per-chunk work (JSON, SSE, the client's read) shares the CPU and the GIL with the
+            # engine, and at one chunk per token it grows with every stream. Alone, every token
+            # leaves at once; the first token and the last event are never held back.
+            await asyncio.sleep(wait)
+        # Events that queued meanwhile (or while the reader was busy) leave as one.
         while event.finish_reason is None and not self._queue.empty():
             event = event.then(self._queue.get_nowait())
+        self._last_read = loop.time()
         if event.finish_reason is not None:
             self._done = True
         return event
@@ -75,8 +82,13 @@ class RequestStream(AsyncIterator[StreamEvent]):
 
 
 class AsyncEngine:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, stream_interval_s: float = 0.0) -> None:
+        """`stream_interval_s`: while more than one stream is open, each hands out at most one
+        (merged) event per this many seconds; 0 = every step's event as it comes."""
+        if stream_interval_s < 0:
+            raise ValueError(f"stream_interval_s must be >= 0, got {stream_interval_s}")
         self.engine = engine
+        self.stream_interval_s = stream_interval_s
         self._lock = threading.Lock()
         self._inbox: list[tuple[str, Sequence | str]] = []
         self._reserved = 0  # accepted sequences still in the inbox
@@ -89,9 +101,15 @@ class AsyncEngine:
 
     @classmethod
     def from_bundle(
-        cls, path: str | Path, backend: str = "onnxruntime", device: str = "cpu", **limits
+        cls, path: str | Path, backend: str = "onnxruntime", device: str = "cpu", stream_interval_s: float = 0.0,
+        **limits
     ) -> AsyncEngine:
-        return cls(Engine.from_bundle(path, backend=backend, device=device, **limits))
+        return cls(Engine.from_bundle(path, backend=backend, device=device, **limits), stream_interval_s)
+
+    @property
+    def num_streams(self) -> int:
+        """Open request streams (submitted, not yet finished)."""
+        return len(self._streams)
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:

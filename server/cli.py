@@ -15,6 +15,10 @@ from edgevlm.errors import UserError
 API_KEY_ENV = "EDGEVLM_API_KEY"
 BUNDLE_ENV = "EDGEVLM_BUNDLE"
 DEMO_MODEL_NAME = "edgevlm-demo"
+DEFAULT_STREAM_INTERVAL_MS = 20.0  # 50 updates a second: smoother than anyone reads
+# The engine thread needs the GIL back the moment an ONNX Runtime call returns; at Python's
+# default 5 ms switch interval the event loop thread (JSON, SSE) could hold it for a whole decode step.
+GIL_SWITCH_INTERVAL_S = 0.0005
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -41,6 +45,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--ort-spin", action="store_true",
                    help="let ONNX Runtime's threads spin between ops (faster alone, slower beside busy HTTP "
                         "threads; for machines with cores to spare)")
+    p.add_argument("--stream-interval-ms", type=float, default=DEFAULT_STREAM_INTERVAL_MS,
+                   help="while several requests stream, each sends at most one chunk per this many ms (a chunk "
+                        f"then carries several tokens); alone, every token is sent at once (default "
+                        f"{DEFAULT_STREAM_INTERVAL_MS:g}; 0: a chunk per token always)")
     p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN", help="allow this browser origin")
     p.add_argument(
         "--allow-image-host",
@@ -104,6 +112,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError(f"--prefix-cache-mb must be >= 0, got {args.prefix_cache_mb}")
     if args.grace_period < 0:
         raise UserError(f"--grace-period must be >= 0, got {args.grace_period}")
+    if args.stream_interval_ms < 0:
+        raise UserError(f"--stream-interval-ms must be >= 0, got {args.stream_interval_ms}")
 
 
 def _drained(signum: int, frame: object) -> None:
@@ -123,11 +133,13 @@ def run(args: argparse.Namespace) -> int:
 
     check_args(args)
     tune_malloc()  # before uvicorn and the engine start their threads
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     bundle, model_name = resolve_bundle(args)
     config = server_config(args, model_name)
     factory = bundle_engine_factory(bundle, max_queue=args.max_queue, kv_cache_mb=args.kv_cache_mb,
-                                    prefix_cache_mb=args.prefix_cache_mb, spin_wait=args.ort_spin)
+                                    prefix_cache_mb=args.prefix_cache_mb, spin_wait=args.ort_spin,
+                                    stream_interval_s=args.stream_interval_ms / 1000)
     app = create_app(config, factory)
     logging.getLogger("edgevlm.server").info(
         "serving %s as %r on http://%s:%d", bundle, model_name, args.host, args.port

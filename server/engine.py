@@ -35,10 +35,12 @@ EngineFactory = Callable[[], Engine]
 
 
 def bundle_engine_factory(bundle: Path, *, max_queue: int | None, kv_cache_mb: float | None,
-                          prefix_cache_mb: float | None = None, spin_wait: bool = False) -> EngineFactory:
+                          prefix_cache_mb: float | None = None, spin_wait: bool = False,
+                          stream_interval_s: float = 0.0) -> EngineFactory:
     """`spin_wait` off by default: the engine shares the CPU with the server's HTTP threads, and
     ONNX Runtime's spinning workers would take it from them (measured with `bench serve` on 2
-    cores: mean latency at 4 concurrent 0.21 s without spinning, 0.30-0.33 s with it)."""
+    cores: mean latency at 4 concurrent 0.21 s without spinning, 0.30-0.33 s with it).
+    `stream_interval_s`: AsyncEngine's per-stream pacing while several requests stream."""
     limits: dict[str, Any] = {
         k: v for k, v in (("max_queue", max_queue), ("kv_cache_mb", kv_cache_mb),
                           ("prefix_cache_mb", prefix_cache_mb)) if v is not None
@@ -48,6 +50,6 @@ def bundle_engine_factory(bundle: Path, *, max_queue: int | None, kv_cache_mb: f
     def build() -> Engine:
         from edgevlm.runtime.async_engine import AsyncEngine
 
-        return AsyncEngine.from_bundle(bundle, **limits)
+        return AsyncEngine.from_bundle(bundle, stream_interval_s=stream_interval_s, **limits)
 
     return build

@@ -137,3 +137,45 @@ def test_a_reader_that_falls_behind_gets_the_backlog_as_one_event(engine: Engine
     assert sum(e.steps for e in events) == 40  # and the count of engine steps behind them
     assert events[-1].finish_reason == "length" and events[-1].usage.completion_tokens == 40
     assert all(e.finish_reason is None for e in events[:-1])
+
+
+def test_under_load_each_stream_hands_out_at_most_one_event_per_interval(engine: Engine) -> None:
+    interval = 0.05
+    requests = [long_request(f"iv{i}", tokens=40) for i in range(2)]
+    expected = [r.text for r in engine.generate([long_request(f"ref{i}", tokens=40) for i in range(2)])]
+
+    async def read(stream) -> list[tuple[float, object]]:
+        loop = asyncio.get_running_loop()
+        return [(loop.time(), event) async for event in stream]
+
+    async def main() -> list:
+        front = AsyncEngine(engine, stream_interval_s=interval)
+        await front.start()
+        streams = [front.submit(r) for r in requests]
+        timed = await asyncio.gather(*(read(s) for s in streams))
+        await front.stop(drain_timeout=5)
+        return timed
+
+    for timed, text in zip(asyncio.run(main()), expected, strict=True):
+        events = [e for _, e in timed]
+        assert "".join(e.text for e in events) == text and sum(e.steps for e in events) == 40
+        assert 2 <= len(events) < 40 and events[-1].finish_reason == "length"
+        gaps = [b - a for (a, _), (b, _) in zip(timed[:-2], timed[1:-1])]  # the last event is never held
+        assert all(gap >= interval * 0.9 for gap in gaps), gaps
+
+
+def test_a_stream_alone_is_not_held_back(engine: Engine) -> None:
+    async def main() -> list:
+        front = AsyncEngine(engine, stream_interval_s=10.0)  # would take minutes if it applied
+        await front.start()
+        events = await asyncio.wait_for(collect(front.submit(long_request("alone", tokens=20))), 30)
+        await front.stop(drain_timeout=5)
+        return events
+
+    events = asyncio.run(main())
+    assert sum(e.steps for e in events) == 20 and events[-1].finish_reason == "length"
+
+
+def test_a_negative_stream_interval_is_refused(engine: Engine) -> None:
+    with pytest.raises(ValueError, match="stream_interval_s"):
+        AsyncEngine(engine, stream_interval_s=-1)

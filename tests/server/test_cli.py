@@ -17,6 +17,10 @@ def test_defaults():
     assert (args.bundle, args.host, args.port, args.api_key, args.max_queue) == (None, "127.0.0.1", 8080, None, None)
 
 
+def test_stream_interval_default_and_flag():
+    assert parse().stream_interval_ms == 20 and parse("--stream-interval-ms", "0").stream_interval_ms == 0
+
+
 def test_config_from_flags_and_env(monkeypatch):
     monkeypatch.setenv("EDGEVLM_API_KEY", "from-env")
     args = parse("--cors-origin", "https://a", "--allow-image-host", "Img.Example.org", "--max-image-mb", "2")
@@ -28,7 +32,7 @@ def test_config_from_flags_and_env(monkeypatch):
 
 @pytest.mark.parametrize(
     "argv", [("--port", "0"), ("--max-queue", "-1"), ("--kv-cache-mb", "0"), ("--prefix-cache-mb", "-1"),
-             ("--grace-period", "-1")]
+             ("--grace-period", "-1"), ("--stream-interval-ms", "-5")]
 )
 def test_bad_flags_are_user_errors(argv):
     with pytest.raises(UserError):
