@@ -160,7 +160,7 @@ def test_under_load_each_stream_hands_out_at_most_one_event_per_interval(engine:
         events = [e for _, e in timed]
         assert "".join(e.text for e in events) == text and sum(e.steps for e in events) == 40
         assert 2 <= len(events) < 40 and events[-1].finish_reason == "length"
-        gaps = [b - a for (a, _), (b, _) in zip(timed[:-2], timed[1:-1])]  # the last event is never held
+        gaps = [b - a for (a, _), (b, _) in zip(timed[:-2], timed[1:-1], strict=True)]  # the last event is never held
         assert all(gap >= interval * 0.9 for gap in gaps), gaps
 
 

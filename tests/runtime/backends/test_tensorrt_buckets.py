@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from edgevlm.runtime.attention_bias import attention_bias
 from edgevlm.runtime.backends.base import VisionBatch
 from edgevlm.runtime.backends.trt_buckets import DecodeBuckets, ladder, pad_decode
 from edgevlm.runtime.backends.trt_vision_chunks import chunk_bounds, frame_starts, split_vision_batch
-from edgevlm.runtime.attention_bias import attention_bias
 from edgevlm.runtime.vision_inputs import frame_attention_bias, vision_inputs
 
 
