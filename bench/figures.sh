@@ -76,6 +76,13 @@ if [[ $STEPS == *serve* ]]; then
     step serve-chat48 "$OUT/serve-chat48/bench-serve.json" \
         "$EDGEVLM" bench serve --bundle "$OUT/demo-fp32" --concurrency 1,4,8,16,32,64 --max-queue 256 \
         --workload chat --max-tokens 48 --min-tokens 48 --out "$OUT/serve-chat48"
+    # Issue 5's scaling target (tokens/s at 16 vs 1), measured in rounds that alternate the two levels
+    # (medians of 3), with answers of 48 and of 256 tokens.
+    for tokens in 48 256; do
+        step "serve-scaling-$tokens" "$OUT/serve-scaling-$tokens/bench-serve.json" \
+            "$EDGEVLM" bench serve --bundle "$OUT/demo-fp32" --concurrency 1,16 --requests 32 --repeats 3 \
+            --max-queue 256 --workload chat --max-tokens "$tokens" --min-tokens "$tokens" --out "$OUT/serve-scaling-$tokens"
+    done
     step serve-hf "$OUT/serve-hf/bench-serve.json" \
         "$EDGEVLM" bench serve --bundle "$OUT/demo-fp32" --concurrency 1,4,8,16 --baseline hf \
         --out "$OUT/serve-hf"
