@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import random
 import socket
 import statistics
 import subprocess
@@ -23,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from edgevlm.bench.serve_workload import WORKLOADS, Workload
+from edgevlm.bench.serve_workload import MAX_FIRST_SCENE, WORKLOADS, Workload
 from edgevlm.errors import UserError
 
 
@@ -75,6 +76,9 @@ def register_serve(bench_subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--hf-model", type=Path, help="checkpoint for --baseline hf (default: the demo model)")
     p.add_argument("--out", type=Path, default=Path("artifacts/bench-serve"), help="folder for JSON and PNG")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per request")
+    p.add_argument("--scenes-from", type=int,
+                   help="first scene of the generated images (default: drawn at random, so a server that served "
+                        "an earlier run has not seen them; printed, to repeat a run exactly)")
     p.add_argument("--repeats", type=int, default=1,
                    help="run every level this many times, the levels' order rotated each round, and report "
                         "each level's medians: on a shared machine, ratios between levels then come from the "
@@ -231,7 +235,9 @@ def model_id(target: Target) -> str:
 
 
 def bench(target: Target, levels: list[int], args: argparse.Namespace) -> list[LevelResult]:
-    workload = Workload(args.workload, model_id(target), args.max_tokens, args.min_tokens)
+    first_scene = args.scenes_from if args.scenes_from is not None else random.randrange(1_000_000) * 1000
+    print(f"bench: images from scene {first_scene} (--scenes-from {first_scene} repeats them)", file=sys.stderr)
+    workload = Workload(args.workload, model_id(target), args.max_tokens, args.min_tokens, first_scene)
     one_request(target.url, workload.bodies(1)[0], target.api_key, args.timeout)  # warm the code paths
     repeats = args.repeats
     runs: dict[int, list[LevelResult]] = {level: [] for level in levels}
@@ -376,6 +382,8 @@ def write_outputs(out: Path, results: dict[str, list[LevelResult]]) -> tuple[Pat
 
 def run(args: argparse.Namespace) -> int:
     levels = parse_levels(args.concurrency)
+    if args.scenes_from is not None and not 0 <= args.scenes_from < MAX_FIRST_SCENE:
+        raise UserError(f"--scenes-from must be in [0, {MAX_FIRST_SCENE}), got {args.scenes_from}")
     if args.repeats < 1:
         raise UserError(f"--repeats must be >= 1, got {args.repeats}")
     if args.url and args.max_queue is not None:

@@ -1,8 +1,9 @@
 """The load test's requests: which images and questions each concurrency level sends.
 
-Rule: every level gets images the server has not seen in this run, so no level is sped up by
-the image and prompt caches an earlier level filled (a level that repeated earlier bodies would
-measure those caches, not batching). Two kinds:
+Rule: every level gets images the server has not seen, so no level is sped up by the image and
+prompt caches an earlier level filled (a level that repeated earlier bodies would measure those
+caches, not batching). Across runs against one server the same holds when each run starts at its
+own scene (`first_scene`; `bench serve` draws one per run). Two kinds:
 
 - `upload`: every request is a new image with one question (a user uploads a picture and asks);
 - `chat`: each new image is asked `QUESTIONS_PER_IMAGE` questions (follow-ups about the same
@@ -21,21 +22,24 @@ from io import BytesIO
 WORKLOADS: tuple[str, ...] = ("upload", "chat")
 QUESTIONS_PER_IMAGE = 4
 SEED_OFFSET = 80_000_000  # scenes of their own: not the training seeds, not the held-out set's
+MAX_FIRST_SCENE = 1_000_000_000  # SEED_OFFSET + this stays far below the held-out set's scene seeds
 ORDER: tuple[tuple[str, str], ...] = (("colour", "en"), ("count", "zh"), ("describe", "en"), ("shape", "zh"),
                                       ("box", "en"), ("colour", "zh"), ("count", "en"), ("describe", "zh"))
 
 
 class Workload:
-    def __init__(self, kind: str, model: str, max_tokens: int, min_tokens: int = 0) -> None:
+    def __init__(self, kind: str, model: str, max_tokens: int, min_tokens: int = 0, first_scene: int = 0) -> None:
         if kind not in WORKLOADS:
             raise ValueError(f"workload must be one of {WORKLOADS}, got {kind!r}")
         if not 0 <= min_tokens <= max_tokens:
             raise ValueError(f"min_tokens must be in [0, max_tokens], got {min_tokens}")
+        if not 0 <= first_scene < MAX_FIRST_SCENE:
+            raise ValueError(f"first_scene must be in [0, {MAX_FIRST_SCENE}), got {first_scene}")
         self.kind = kind
         self.model = model
         self.max_tokens = max_tokens
         self.min_tokens = min_tokens
-        self._next_scene = 0
+        self._next_scene = first_scene
 
     def bodies(self, count: int) -> list[bytes]:
         """`count` request bodies about images no earlier call used."""

@@ -40,3 +40,12 @@ def test_the_same_workload_gives_the_same_bodies() -> None:
     assert Workload("chat", "m", 8).bodies(5) == Workload("chat", "m", 8).bodies(5)
     with pytest.raises(ValueError, match="workload"):
         Workload("replay", "m", 8)
+
+
+def test_runs_that_start_at_other_scenes_share_no_image() -> None:
+    one, other = Workload("chat", "m", 8, first_scene=0), Workload("chat", "m", 8, first_scene=1000)
+    assert not set(_images(one.bodies(8))) & set(_images(other.bodies(8)))
+    again = Workload("chat", "m", 8, first_scene=1000)
+    assert _images(again.bodies(8)) == _images(Workload("chat", "m", 8, first_scene=1000).bodies(8))
+    with pytest.raises(ValueError, match="first_scene"):
+        Workload("chat", "m", 8, first_scene=-1)
