@@ -39,7 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--api-key", help=f"require 'Authorization: Bearer KEY' (or set {API_KEY_ENV})")
     p.add_argument("--model-name", help="model id clients send (default: the bundle folder name)")
     p.add_argument("--max-queue", type=int, help="waiting requests before 429 (engine default if unset)")
-    p.add_argument("--kv-cache-mb", type=float, help="KV cache budget in MiB (engine default if unset)")
+    p.add_argument("--kv-cache-mb", type=float,
+                   help="KV cache budget in MiB, committed at start (default: every row at the bundle's max_seq_len)")
     p.add_argument("--prefix-cache-mb", type=float,
                    help="MiB of finished prompts' K/V kept for prefix reuse, e.g. multi-turn (default 64; 0: off)")
     p.add_argument("--ort-spin", action="store_true",

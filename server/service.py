@@ -61,7 +61,8 @@ class Service:
             log.exception("engine failed to load")
             return
         self._ready = True
-        log.info("engine ready in %.1fs, serving model %r", time.perf_counter() - started, self.config.model_name)
+        log.info("engine ready in %.1fs, serving model %r, KV cache for %d tokens", time.perf_counter() - started,
+                 self.config.model_name, engine.stats().kv_tokens_total)
 
     async def _warm_up(self, engine: Engine) -> None:
         stream = engine.submit(warmup_request())
