@@ -55,7 +55,24 @@ def sample(
     """One token per row. `suppress[b]` lists ids row b may not produce now (EOS before min_tokens).
     # logits: [batch, vocab] float32"""
     assert logits.shape[0] == len(states) == len(suppress)
-    return [_sample_row(logits[b], states[b], suppress[b]) for b in range(len(states))]
+    plain = [b for b, st in enumerate(states) if _plain_greedy(st)]
+    choices: dict[int, TokenChoice] = {}
+    if len(plain) > 1:
+        # Rows that only take the argmax (the common decode step) share one vectorised call: the
+        # same tokens as row by row, without a Python round per row.
+        scores = logits[plain]  # a copy (fancy index): suppression may write into it
+        for i, b in enumerate(plain):
+            if suppress[b]:
+                scores[i, list(suppress[b])] = -np.inf
+        choices = {b: TokenChoice(int(t)) for b, t in zip(plain, scores.argmax(axis=1).tolist(), strict=True)}
+    return [choices.get(b) or _sample_row(logits[b], states[b], suppress[b]) for b in range(len(states))]
+
+
+def _plain_greedy(state: SamplingState) -> bool:
+    """Greedy with nothing that changes scores but suppression, and no logprobs to report."""
+    p = state.params
+    penalised = state.output_counts and (p.presence_penalty or p.frequency_penalty)
+    return p.is_greedy and not p.logprobs and p.repetition_penalty == 1.0 and not penalised
 
 
 def _sample_row(raw: np.ndarray, state: SamplingState, suppress: tuple[int, ...]) -> TokenChoice:

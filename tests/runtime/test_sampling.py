@@ -90,3 +90,21 @@ def test_batch_rows_are_independent() -> None:
     logits = np.stack([LOGITS, LOGITS[::-1].copy()])
     out = sample(logits, [state(), state()], [(), ()])
     assert [c.token_id for c in out] == [1, 4]
+
+
+def test_greedy_rows_taken_together_match_each_row_alone() -> None:
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal((8, 50)).astype(np.float32)
+    kinds = [dict(), dict(), dict(temperature=0.7, seed=1), dict(repetition_penalty=1.3),
+             dict(logprobs=True), dict(presence_penalty=1.0), dict(), dict(top_k=1, temperature=2.0)]
+    suppress = [(), (int(np.argmax(logits[1])),), (), (), (), (), (3, 4), ()]
+
+    def states() -> list[SamplingState]:
+        made = [state(prompt=(1, 2), **k) for k in kinds]
+        made[5].record(int(np.argmax(logits[5])))  # presence penalty now applies to row 5
+        return made
+
+    together = sample(logits, states(), suppress)
+    alone = [sample(logits[b : b + 1], [st], [suppress[b]])[0] for b, st in enumerate(states())]
+    assert together == alone
+    assert together[1].token_id != int(np.argmax(logits[1]))  # suppression holds in the shared call
