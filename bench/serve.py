@@ -235,9 +235,11 @@ def model_id(target: Target) -> str:
 
 
 def bench(target: Target, levels: list[int], args: argparse.Namespace) -> list[LevelResult]:
-    first_scene = args.scenes_from if args.scenes_from is not None else random.randrange(1_000_000) * 1000
-    print(f"bench: images from scene {first_scene} (--scenes-from {first_scene} repeats them)", file=sys.stderr)
-    workload = Workload(args.workload, model_id(target), args.max_tokens, args.min_tokens, first_scene)
+    if args.scenes_from is None:  # drawn once per command: a --baseline server gets the same images
+        args.scenes_from = random.randrange(1_000_000) * 1000
+        print(f"bench: images from scene {args.scenes_from} (--scenes-from {args.scenes_from} repeats them)",
+              file=sys.stderr)
+    workload = Workload(args.workload, model_id(target), args.max_tokens, args.min_tokens, args.scenes_from)
     one_request(target.url, workload.bodies(1)[0], target.api_key, args.timeout)  # warm the code paths
     repeats = args.repeats
     runs: dict[int, list[LevelResult]] = {level: [] for level in levels}

@@ -71,3 +71,12 @@ def test_repeats_rotate_the_levels_and_report_medians(fake_server, capsys):
     assert rounds == [["edgevlm#1", "1"], ["edgevlm#1", "2"], ["edgevlm#2", "2"], ["edgevlm#2", "1"]]
     assert [r.concurrency for r in results] == [1, 2] and all(r.requests == 12 for r in results)
     assert "medians of 2 rounds:" in out
+
+
+def test_a_second_server_in_one_command_gets_the_same_images(fake_server):
+    args = bench_args()
+    with fake_server(engine={"delay": 0.001}) as (url, _):
+        bench(Target("edgevlm", url), [1], args)
+        first = args.scenes_from
+        bench(Target("hf", url), [1], args)
+    assert first is not None and args.scenes_from == first
