@@ -73,7 +73,9 @@ class PrefixReuse:
             other: Sequence = table.owner(row)  # type: ignore[assignment]
             if other is seq or other.prefix_key is None:
                 continue
-            length = shared_length(cached_key(other, table.length(other)), key, limit)
+            # Only the first `limit` tokens can match: a decoding row's answer is not joined to its
+            # prompt key unless the match could reach into it.
+            length = shared_length(cached_key(other, min(table.length(other), limit)), key, limit)
             if length > best_len:
                 best, best_len = other, length
         return (best, best_len) if best is not None else (None, 0)
