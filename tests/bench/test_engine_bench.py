@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from edgevlm.bench.bandwidth import copy_bandwidth, decoder_weight_bytes, floor_ms_per_step, read_bandwidth
+from edgevlm.bench.bandwidth import (
+    copy_bandwidth,
+    decoder_weight_bytes,
+    floor_ms_per_step,
+    gemv_bandwidth,
+    read_bandwidth,
+)
 from edgevlm.bench.report import format_table, write_outputs
 from edgevlm.bench.workload import IMAGE_SIDE, Workload, bench_image, question_text
 from edgevlm.cli import build_parser
@@ -43,6 +49,18 @@ def test_bandwidth_floor(tmp_path: Path) -> None:
     assert floor_ms_per_step(10_000, 1e7) == pytest.approx(1.0)
     assert copy_bandwidth(size_mb=8, repeats=2) > 1e8  # any machine copies faster than 100 MB/s
     assert read_bandwidth(size_mb=8, repeats=2) > 1e8
+    assert gemv_bandwidth(size_mb=8, repeats=2) > 1e8
+
+
+def test_table_gives_the_paired_floor_ratio() -> None:
+    pairs = [{"gb_per_s": 10.0, "floor_ms": 1.2, "decode_ms": 1.2 * r, "ratio": r} for r in (1.3, 1.1, 1.2)]
+    data = report()
+    data["sides"]["runtime"] |= {"decode_floor_pairs": pairs, "decode_floor_ratio": 1.2}
+    data["bandwidth"]["floor_source"] = "beside each decode, median"
+    table = format_table(data)
+    assert "1.20 x the floor (median of 3 decodes" in table and "range 1.10-1.30" in table
+    assert "4.17 x the floor" not in table  # the once-measured ratio gives way to the paired one
+    assert "(beside each decode, median)" in table
 
 
 def report() -> dict:
@@ -92,3 +110,18 @@ def test_steady_decode_rate_on_the_demo_bundle(demo_bundle: Path) -> None:
     rate = _decode_tokens_per_s(engine, requests)
     assert rate > 0
     assert not engine.has_work and engine.stats().kv_tokens_used == 0  # measured sequences are aborted and freed
+
+
+def test_decode_beside_floor_pairs_each_decode_with_its_own_probe(demo_bundle: Path) -> None:
+    from edgevlm.bench.runtime_side import bench_request, decode_beside_floor
+    from edgevlm.runtime.engine import Engine
+
+    engine = Engine.from_bundle(demo_bundle, max_batch=2)
+    pairs = decode_beside_floor(engine, lambda i: bench_request("Describe the image.", f"d{i}", i, 8),
+                                weight_bytes=12 << 20, pairs=2)
+    assert len(pairs) == 2
+    for pair in pairs:
+        assert pair["gb_per_s"] > 0.1 and pair["decode_ms"] > 0
+        assert pair["floor_ms"] == pytest.approx(1000 * (12 << 20) / (pair["gb_per_s"] * 1e9))
+        assert pair["ratio"] == pytest.approx(pair["decode_ms"] / pair["floor_ms"])
+    assert engine.stats().kv_tokens_used == 0
