@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 MB = 1 << 20
+PROBE_ROWS = 4096
 BLAS_SETTLE_S = 0.2  # measured: a step right after a BLAS call took 97-99 ms, after 0.2 s 49-51 ms
 
 
@@ -26,11 +27,11 @@ def copy_bandwidth(size_mb: int = 256, repeats: int = 5) -> float:
     return 2 * src.nbytes / best
 
 
-def read_bandwidth(size_mb: int = 512, repeats: int = 5) -> float:
-    """Bytes per second read by summing a large array on every core at once (numpy releases the
-    GIL in reductions), best of `repeats`. Decoding reads weights on all cores, so the floor uses
-    the best of this, the single-thread copy and the GEMV."""
-    data = np.ones(size_mb * MB // 4, np.float32)
+def read_bandwidth(size_mb: int = 512, repeats: int = 5, data: np.ndarray | None = None) -> float:
+    """Bytes per second read by summing a large array (`data`, else a new one of `size_mb`) on every
+    core at once (numpy releases the GIL in reductions), best of `repeats`. Decoding reads weights
+    on all cores, so the floor uses the best of this, the single-thread copy and the GEMV."""
+    data = np.ones(size_mb * MB // 4, np.float32) if data is None else data
     parts = np.array_split(data, os.cpu_count() or 1)
     best = float("inf")
     with ThreadPoolExecutor(len(parts)) as pool:
@@ -41,15 +42,22 @@ def read_bandwidth(size_mb: int = 512, repeats: int = 5) -> float:
     return data.nbytes / best
 
 
-def gemv_bandwidth(size_mb: int = 256, repeats: int = 5) -> float:
-    """Bytes per second read by a float32 vector-matrix product over a large matrix (numpy's BLAS,
-    all cores), best of `repeats`: a decode step's own read pattern (each weight once, streamed), and
-    here the fastest reader of the three (e.g. 29 GB/s against 23 for the copy, 16 for the sum).
-    BLAS worker threads spin for a while after a call: a decode step started at once runs up to 2x
-    slower, so the call ends with a pause that lets them sleep."""
-    rows = 4096
-    matrix = np.ones((rows, size_mb * MB // 4 // rows), np.float32)
-    vector = np.ones(rows, np.float32)
+def probe_matrix(nbytes: int) -> np.ndarray:
+    """A float32 matrix of about `nbytes` for the probes. Size it as the bytes being floored: a
+    last-level cache can hold hundreds of MB (260 MiB on one of these machines), so a fixed-size
+    probe would time the cache for one model and memory for another."""
+    rows = PROBE_ROWS
+    return np.ones((rows, max(1, nbytes // 4 // rows)), np.float32)
+
+
+def gemv_bandwidth(size_mb: int = 256, repeats: int = 5, matrix: np.ndarray | None = None) -> float:
+    """Bytes per second read by a float32 vector-matrix product over `matrix` (else a new one of
+    `size_mb`; numpy's BLAS, all cores), best of `repeats`: a decode step's own read pattern (each
+    weight once, streamed), and here the fastest reader of the three (e.g. 29 GB/s against 23 for
+    the copy, 16 for the sum). BLAS worker threads spin for a while after a call: a decode step
+    started at once runs up to 2x slower, so the call ends with a pause that lets them sleep."""
+    matrix = probe_matrix(size_mb * MB) if matrix is None else matrix
+    vector = np.ones(matrix.shape[0], np.float32)
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()

@@ -23,6 +23,7 @@ from edgevlm.bench.bandwidth import (
     decoder_weight_bytes,
     floor_ms_per_step,
     gemv_bandwidth,
+    probe_matrix,
     read_bandwidth,
 )
 from edgevlm.bench.workload import Workload
@@ -47,8 +48,8 @@ def run_engine_bench(config: EngineBenchConfig) -> dict:
             continue
         print(f"bench: running the workload through {side} ...", file=sys.stderr, flush=True)
         sides[side] = _run_side(side, config)
-    copy, read, gemv = copy_bandwidth(), read_bandwidth(), gemv_bandwidth()
     weights = decoder_weight_bytes(config.bundle_dir)
+    copy, read, gemv = copy_bandwidth(), read_bandwidth(), gemv_bandwidth(matrix=probe_matrix(weights))
     pairs = sides.get("runtime", {}).get("decode_floor_pairs")
     # The floor beside the runtime's decode when it measured one (see runtime_side.decode_beside_floor),
     # else this once-measured best reader.

@@ -9,7 +9,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from edgevlm.bench.bandwidth import decoder_weight_bytes, floor_ms_per_step, gemv_bandwidth, read_bandwidth
+from edgevlm.bench.bandwidth import (
+    decoder_weight_bytes,
+    floor_ms_per_step,
+    gemv_bandwidth,
+    probe_matrix,
+    read_bandwidth,
+)
 from edgevlm.bench.workload import Workload, bench_image, question_text
 from edgevlm.runtime.engine import Engine
 from edgevlm.runtime.types import GenerationRequest, ImagePart, Message, SamplingParams, TextPart
@@ -62,18 +68,20 @@ def run(bundle: Path, workload: Workload, threads: int) -> dict:
         "graph_files": {g: p.name for g, p in getattr(engine.backend, "graph_files", {}).items()},
     }
 
-FLOOR_PAIRS = 5
-PROBE_MB = 256  # far past the last-level cache (32 MB here), as the weights are
+FLOOR_PAIRS = 7
 
 
 def decode_beside_floor(engine: Engine, make_request: Callable[[int], GenerationRequest], weight_bytes: int,
                         pairs: int) -> list[dict]:
-    """Decode at batch 1 timed right after a read-bandwidth probe, `pairs` times: each decode is set
-    against the floor of its own moment. Rule: this machine's bandwidth moves by +-20 % within a
-    minute, so a floor measured once, apart from the decode, mostly measures that drift."""
+    """Decode at batch 1 timed right after a read-bandwidth probe over as many bytes as the weights,
+    `pairs` times: each decode is set against the floor of its own moment. Rule: this machine's
+    bandwidth moves by +-20 % within a minute, so a floor measured once, apart from the decode,
+    mostly measures that drift."""
     out = []
+    matrix = probe_matrix(weight_bytes)
+    gemv_bandwidth(repeats=1, matrix=matrix)  # BLAS starts its threads on the first call: not timed
     for i in range(pairs):
-        bandwidth = max(gemv_bandwidth(PROBE_MB, 3), read_bandwidth(PROBE_MB, 3))
+        bandwidth = max(gemv_bandwidth(repeats=5, matrix=matrix), read_bandwidth(repeats=3, data=matrix))
         decode_ms = decode_ms_per_token(engine, make_request(i))
         floor_ms = floor_ms_per_step(weight_bytes, bandwidth)
         out.append({"gb_per_s": bandwidth / 1e9, "floor_ms": floor_ms, "decode_ms": decode_ms,

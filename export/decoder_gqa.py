@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from edgevlm.export.decoder import Decoder
+from edgevlm.export.decoder import Decoder, Projections
 
 OP = "com.microsoft::GroupQueryAttention"
 ROTARY = "com.microsoft::RotaryEmbedding"
@@ -104,7 +104,7 @@ class GqaDecoder(Decoder):
 
     def attention(
         self,
-        attn: Any,
+        attn: Projections,
         x: torch.Tensor,
         cos: torch.Tensor,
         sin: torch.Tensor,
@@ -116,10 +116,11 @@ class GqaDecoder(Decoder):
         seqlens_k, total = mask
         batch, seq, _ = x.shape
         # GroupQueryAttention reads [batch, seq, heads * head_dim]: the layout they come in.
-        q, k = self.rotated_qk(attn, x, cos, sin).split((self.num_heads, self.num_kv_heads), dim=2)
+        qk, v = self.rotated_qk_and_v(attn, x, cos, sin)
+        q, k = qk.split((self.num_heads, self.num_kv_heads), dim=2)
         out, present_key, present_value = torch.onnx.ops.symbolic_multi_out(
             OP,
-            (q.reshape(batch, seq, -1), k.reshape(batch, seq, -1), attn.v_proj(x), past_key, past_value,
+            (q.reshape(batch, seq, -1), k.reshape(batch, seq, -1), v, past_key, past_value,
              seqlens_k, total),
             {"num_heads": self.num_heads, "kv_num_heads": self.num_kv_heads, "scale": self.head_dim**-0.5},
             dtypes=(x.dtype, past_key.dtype, past_value.dtype),

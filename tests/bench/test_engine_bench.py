@@ -12,6 +12,7 @@ from edgevlm.bench.bandwidth import (
     decoder_weight_bytes,
     floor_ms_per_step,
     gemv_bandwidth,
+    probe_matrix,
     read_bandwidth,
 )
 from edgevlm.bench.report import format_table, write_outputs
@@ -50,6 +51,9 @@ def test_bandwidth_floor(tmp_path: Path) -> None:
     assert copy_bandwidth(size_mb=8, repeats=2) > 1e8  # any machine copies faster than 100 MB/s
     assert read_bandwidth(size_mb=8, repeats=2) > 1e8
     assert gemv_bandwidth(size_mb=8, repeats=2) > 1e8
+    matrix = probe_matrix(8 << 20)
+    assert matrix.nbytes == 8 << 20 and gemv_bandwidth(repeats=1, matrix=matrix) > 1e8
+    assert read_bandwidth(repeats=1, data=matrix) > 1e8
 
 
 def test_table_gives_the_paired_floor_ratio() -> None:
