@@ -54,17 +54,23 @@ def gemv_bandwidth(size_mb: int = 256, repeats: int = 5, matrix: np.ndarray | No
     """Bytes per second read by a float32 vector-matrix product over `matrix` (else a new one of
     `size_mb`; numpy's BLAS, all cores), best of `repeats`: a decode step's own read pattern (each
     weight once, streamed), and here the fastest reader of the three (e.g. 29 GB/s against 23 for
-    the copy, 16 for the sum). BLAS worker threads spin for a while after a call: a decode step
-    started at once runs up to 2x slower, so the call ends with a pause that lets them sleep."""
+    the copy, 16 for the sum)."""
     matrix = probe_matrix(size_mb * MB) if matrix is None else matrix
+    return matrix.nbytes / min(gemv_seconds(matrix, repeats))
+
+
+def gemv_seconds(matrix: np.ndarray, repeats: int) -> list[float]:
+    """Seconds of each of `repeats` vector-matrix products over `matrix`. BLAS worker threads spin
+    for a while after a call: a decode step started at once runs up to 2x slower, so the calls end
+    with a pause that lets them sleep."""
     vector = np.ones(matrix.shape[0], np.float32)
-    best = float("inf")
+    seconds = []
     for _ in range(repeats):
         start = time.perf_counter()
         vector @ matrix
-        best = min(best, time.perf_counter() - start)
+        seconds.append(time.perf_counter() - start)
     time.sleep(BLAS_SETTLE_S)
-    return matrix.nbytes / best
+    return seconds
 
 
 def decoder_weight_bytes(bundle_dir: Path) -> int:

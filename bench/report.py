@@ -68,7 +68,8 @@ def format_table(report: dict) -> str:
     if pairs:
         ratios = sorted(p["ratio"] for p in pairs)
         lines.append(f"runtime decode at batch 1: {runtime['decode_floor_ratio']:.2f} x the floor "
-                     f"(median of {len(ratios)} decodes, each timed beside its own bandwidth probe; "
+                     f"(median of {len(ratios)} decodes, each timed beside its own bandwidth probe, medians "
+                     f"of both; "
                      f"range {ratios[0]:.2f}-{ratios[-1]:.2f})")
     elif decode:
         lines.append(f"runtime decode at batch 1: {decode / bw['floor_ms_per_decode_step']:.2f} x the floor")

@@ -3,6 +3,7 @@ peak RSS is its own."""
 
 from __future__ import annotations
 
+import itertools
 import resource
 import statistics
 import time
@@ -12,9 +13,8 @@ from pathlib import Path
 from edgevlm.bench.bandwidth import (
     decoder_weight_bytes,
     floor_ms_per_step,
-    gemv_bandwidth,
+    gemv_seconds,
     probe_matrix,
-    read_bandwidth,
 )
 from edgevlm.bench.workload import Workload, bench_image, question_text
 from edgevlm.runtime.engine import Engine
@@ -56,7 +56,7 @@ def run(bundle: Path, workload: Workload, threads: int) -> dict:
         "ttft_ms": 1000 * min(cold),
         "ttft_image_cache_hit_ms": 1000 * min(hit),
         "ttft_prefix_cache_hit_ms": 1000 * min(prefix_hit),
-        "decode_ms_per_token": min(p["decode_ms"] for p in pairs),
+        "decode_ms_per_token": min(p["decode_mean_ms"] for p in pairs),
         "decode_floor_pairs": pairs,
         "decode_floor_ratio": statistics.median(p["ratio"] for p in pairs),
         "tokens_per_s": throughput,
@@ -69,6 +69,7 @@ def run(bundle: Path, workload: Workload, threads: int) -> dict:
     }
 
 FLOOR_PAIRS = 7
+PROBE_READS = 7
 
 
 def decode_beside_floor(engine: Engine, make_request: Callable[[int], GenerationRequest], weight_bytes: int,
@@ -76,16 +77,18 @@ def decode_beside_floor(engine: Engine, make_request: Callable[[int], Generation
     """Decode at batch 1 timed right after a read-bandwidth probe over as many bytes as the weights,
     `pairs` times: each decode is set against the floor of its own moment. Rule: this machine's
     bandwidth moves by +-20 % within a minute, so a floor measured once, apart from the decode,
-    mostly measures that drift."""
+    mostly measures that drift. Both sides are medians (of the probe's reads, of the decode's
+    token-to-token times), so a stall on either side moves neither; the mean is kept as well."""
     out = []
     matrix = probe_matrix(weight_bytes)
-    gemv_bandwidth(repeats=1, matrix=matrix)  # BLAS starts its threads on the first call: not timed
+    gemv_seconds(matrix, 1)  # BLAS starts its threads on the first call: not timed
     for i in range(pairs):
-        bandwidth = max(gemv_bandwidth(repeats=5, matrix=matrix), read_bandwidth(repeats=3, data=matrix))
-        decode_ms = decode_ms_per_token(engine, make_request(i))
+        bandwidth = matrix.nbytes / statistics.median(gemv_seconds(matrix, PROBE_READS))
+        steps_ms = token_intervals_ms(engine, make_request(i))
         floor_ms = floor_ms_per_step(weight_bytes, bandwidth)
+        decode_ms = statistics.median(steps_ms)
         out.append({"gb_per_s": bandwidth / 1e9, "floor_ms": floor_ms, "decode_ms": decode_ms,
-                    "ratio": decode_ms / floor_ms})
+                    "decode_mean_ms": statistics.fmean(steps_ms), "ratio": decode_ms / floor_ms})
     return out
 
 
@@ -115,6 +118,12 @@ def timed(fn) -> float:
 
 def decode_ms_per_token(engine: Engine, request: GenerationRequest) -> float:
     """Time between the first and the last token of one request, per token."""
+    return statistics.fmean(token_intervals_ms(engine, request))
+
+
+def token_intervals_ms(engine: Engine, request: GenerationRequest) -> list[float]:
+    """Milliseconds between each token of one request and the next (the first token's prefill
+    excluded)."""
     seq = engine.add_request(request)
     stamps = []
     while engine.has_work:
@@ -122,7 +131,7 @@ def decode_ms_per_token(engine: Engine, request: GenerationRequest) -> float:
         engine.step()
         if len(seq.output_ids) > before:
             stamps.append(time.perf_counter())
-    return 1000 * (stamps[-1] - stamps[0]) / (len(stamps) - 1)
+    return [1000 * (b - a) for a, b in itertools.pairwise(stamps)]
 
 
 def _decode_tokens_per_s(engine: Engine, requests: list[GenerationRequest]) -> float:

@@ -128,4 +128,5 @@ def test_decode_beside_floor_pairs_each_decode_with_its_own_probe(demo_bundle: P
         assert pair["gb_per_s"] > 0.1 and pair["decode_ms"] > 0
         assert pair["floor_ms"] == pytest.approx(1000 * (12 << 20) / (pair["gb_per_s"] * 1e9))
         assert pair["ratio"] == pytest.approx(pair["decode_ms"] / pair["floor_ms"])
+        assert pair["decode_mean_ms"] > 0
     assert engine.stats().kv_tokens_used == 0
