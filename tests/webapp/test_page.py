@@ -2,6 +2,7 @@
 
 import json
 import re
+import time
 
 import httpx
 import pytest
@@ -202,6 +203,17 @@ def test_non_image_and_too_big_uploads_are_refused(page: Page, tmp_path, artifac
     expect(page.locator("#image-error")).to_contain_text("the limit is 20 MB")
 
 
+def wait_until(page: Page, expression: str, timeout_s: float = 10.0) -> None:
+    """Poll `expression` from the test side until it is truthy. Not `page.wait_for_function`:
+    once its first check fails it polls inside the page through eval, which the page's Content
+    Security Policy (no 'unsafe-eval') refuses, so it failed whenever the save came late."""
+    deadline = time.monotonic() + timeout_s
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still false after {timeout_s} s: {expression}")
+        page.wait_for_timeout(20)
+
+
 def test_settings_persist_and_page_is_labelled(page: Page, web_server, browser, artifacts):
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.className") == "skip-link"
@@ -212,7 +224,7 @@ def test_settings_persist_and_page_is_labelled(page: Page, web_server, browser, 
     page.screenshot(path=artifacts / "08-settings.png")
     page.get_by_role("button", name="Save").click()
     # The dialog's "close" event (which saves) is dispatched as a later task than the click.
-    page.wait_for_function("localStorage.getItem('edgevlm.settings') !== null")
+    wait_until(page, "localStorage.getItem('edgevlm.settings') !== null")
     stored = page.evaluate("[localStorage.getItem('edgevlm.apiKey'), localStorage.getItem('edgevlm.settings')]")
     assert stored[0] == "k-123" and json.loads(stored[1])["maxTokens"] == 99
     for name in ("New chat", "Settings", "Send"):
