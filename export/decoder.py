@@ -85,8 +85,9 @@ class Projections(nn.Module):
     """A layer's attention projections, with q_proj, k_proj and v_proj joined into one weight: one
     MatMul and one bias Add per layer instead of three of each. At batch 1 a decode step costs per
     node as well as per byte: ONNX Runtime CPU form, interleaved medians, `small` 48.1 vs 49.4 ms a
-    step at batch 1, demo 0.49 vs 0.54 ms (1.92 vs 2.00 ms at 16 rows), logits identical. q_proj, k_proj and v_proj then read their parts of the joined weight, so
-    the model is not held twice (an export's peak RSS is budgeted); o_proj stays the module's own."""
+    step at batch 1, demo 0.49 vs 0.54 ms (1.92 vs 2.00 ms at 16 rows), logits identical. q_proj,
+    k_proj and v_proj then read their parts of the joined weight, so the model is not held twice
+    (an export's peak RSS is budgeted); o_proj stays the module's own."""
 
     qkv_weight: nn.Parameter
     qkv_bias: nn.Parameter | None
