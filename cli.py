@@ -42,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:  # the process's own command line (not a call from Python): its entry point
+        from edgevlm.runtime.huge_pages import reexec_with_huge_pages
+
+        reexec_with_huge_pages()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "run", None):
