@@ -27,11 +27,11 @@ def copy_bandwidth(size_mb: int = 256, repeats: int = 5) -> float:
     return 2 * src.nbytes / best
 
 
-def read_bandwidth(size_mb: int = 512, repeats: int = 5, data: np.ndarray | None = None) -> float:
-    """Bytes per second read by summing a large array (`data`, else a new one of `size_mb`) on every
-    core at once (numpy releases the GIL in reductions), best of `repeats`. Decoding reads weights
-    on all cores, so the floor uses the best of this, the single-thread copy and the GEMV."""
-    data = np.ones(size_mb * MB // 4, np.float32) if data is None else data
+def read_bandwidth(size_mb: int = 512, repeats: int = 5) -> float:
+    """Bytes per second read by summing a large array on every core at once (numpy releases the
+    GIL in reductions), best of `repeats`. Recorded beside the floor, which reads with the GEMV
+    (`gemv_seconds`): both this and the copy read slower than a decode step does."""
+    data = np.ones(size_mb * MB // 4, np.float32)
     parts = np.array_split(data, os.cpu_count() or 1)
     best = float("inf")
     with ThreadPoolExecutor(len(parts)) as pool:
@@ -50,19 +50,12 @@ def probe_matrix(nbytes: int) -> np.ndarray:
     return np.ones((rows, max(1, nbytes // 4 // rows)), np.float32)
 
 
-def gemv_bandwidth(size_mb: int = 256, repeats: int = 5, matrix: np.ndarray | None = None) -> float:
-    """Bytes per second read by a float32 vector-matrix product over `matrix` (else a new one of
-    `size_mb`; numpy's BLAS, all cores), best of `repeats`: a decode step's own read pattern (each
-    weight once, streamed), and here the fastest reader of the three (e.g. 29 GB/s against 23 for
-    the copy, 16 for the sum)."""
-    matrix = probe_matrix(size_mb * MB) if matrix is None else matrix
-    return matrix.nbytes / min(gemv_seconds(matrix, repeats))
-
-
 def gemv_seconds(matrix: np.ndarray, repeats: int) -> list[float]:
-    """Seconds of each of `repeats` vector-matrix products over `matrix`. BLAS worker threads spin
-    for a while after a call: a decode step started at once runs up to 2x slower, so the calls end
-    with a pause that lets them sleep."""
+    """Seconds of each of `repeats` float32 vector-matrix products over `matrix` (numpy's BLAS, all
+    cores): a decode step's own read pattern (each weight once, streamed), and here the fastest
+    reader (29 GB/s against 23 for the copy, 16 for the sum). BLAS worker threads spin for a while
+    after a call: a decode step started at once runs up to 2x slower, so the calls end with a
+    pause that lets them sleep."""
     vector = np.ones(matrix.shape[0], np.float32)
     seconds = []
     for _ in range(repeats):
