@@ -71,8 +71,12 @@ def sample(
 def _plain_greedy(state: SamplingState) -> bool:
     """Greedy with nothing that changes scores but suppression, and no logprobs to report."""
     p = state.params
-    penalised = state.output_counts and (p.presence_penalty or p.frequency_penalty)
-    return p.is_greedy and not p.logprobs and p.repetition_penalty == 1.0 and not penalised
+    return p.is_greedy and not p.logprobs and p.repetition_penalty == 1.0 and not _count_penalised(state)
+
+
+def _count_penalised(state: SamplingState) -> bool:
+    """Whether presence/frequency penalties change this row's scores now (only once it has output)."""
+    return bool(state.output_counts) and bool(state.params.presence_penalty or state.params.frequency_penalty)
 
 
 def _sample_row(raw: np.ndarray, state: SamplingState, suppress: tuple[int, ...]) -> TokenChoice:
@@ -89,9 +93,7 @@ def apply_penalties(raw: np.ndarray, state: SamplingState, suppress: tuple[int, 
     """# raw: [vocab] -> [vocab] (a copy only when something changes)"""
     params = state.params
     scores = raw
-    if suppress or params.repetition_penalty != 1.0 or (
-        state.output_counts and (params.presence_penalty or params.frequency_penalty)
-    ):
+    if suppress or params.repetition_penalty != 1.0 or _count_penalised(state):
         scores = raw.astype(np.float32, copy=True)
     if params.repetition_penalty != 1.0:
         seen = state.prompt_tokens
@@ -101,7 +103,7 @@ def apply_penalties(raw: np.ndarray, state: SamplingState, suppress: tuple[int, 
         # HF/CTRL rule: shrink positive logits, push negative ones further down.
         penalty = params.repetition_penalty
         scores[seen] = np.where(values > 0, values / penalty, values * penalty)
-    if state.output_counts and (params.presence_penalty or params.frequency_penalty):
+    if _count_penalised(state):
         ids = np.fromiter(state.output_counts.keys(), np.int64)
         counts = np.fromiter(state.output_counts.values(), np.float32)
         scores[ids] -= params.frequency_penalty * counts + params.presence_penalty
