@@ -43,9 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="KV cache budget in MiB, committed at start (default: every row at the bundle's max_seq_len)")
     p.add_argument("--prefix-cache-mb", type=float,
                    help="MiB of finished prompts' K/V kept for prefix reuse, e.g. multi-turn (default 64; 0: off)")
-    p.add_argument("--ort-spin", action="store_true",
-                   help="let ONNX Runtime's threads spin between ops (faster alone, slower beside busy HTTP "
-                        "threads; for machines with cores to spare)")
+    p.add_argument("--ort-spin", action=argparse.BooleanOptionalAction, default=True,
+                   help="ONNX Runtime's decoder threads spin between a step's ops, never after it returns "
+                        "(default on; --no-ort-spin: they sleep between ops, for a machine shared with other work)")
     p.add_argument("--stream-interval-ms", type=float, default=DEFAULT_STREAM_INTERVAL_MS,
                    help="while several requests stream, each sends at most one chunk per this many ms (a chunk "
                         f"then carries several tokens); alone, every token is sent at once (default "

@@ -59,7 +59,8 @@ def test_spinning_follows_the_engine_limit(bundle_dir, spin: bool) -> None:
         engine.close()
 
 
-def test_the_server_engine_does_not_spin_unless_asked(bundle_dir) -> None:
+@pytest.mark.parametrize(("argv", "spin"), [([], True), (["--no-ort-spin"], False), (["--ort-spin"], True)])
+def test_the_server_engine_spins_unless_told_not_to(bundle_dir, argv: list[str], spin: bool) -> None:
     import argparse
 
     from edgevlm.server.cli import register
@@ -67,11 +68,13 @@ def test_the_server_engine_does_not_spin_unless_asked(bundle_dir) -> None:
 
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers())
-    assert parser.parse_args(["serve"]).ort_spin is False
-    assert parser.parse_args(["serve", "--ort-spin"]).ort_spin is True
-    engine = bundle_engine_factory(bundle_dir, max_queue=None, kv_cache_mb=None)().engine  # type: ignore[attr-defined]
+    args = parser.parse_args(["serve", *argv])
+    assert args.ort_spin is spin
+    factory = bundle_engine_factory(bundle_dir, max_queue=None, kv_cache_mb=None, spin_wait=args.ort_spin)
+    engine = factory().engine  # type: ignore[attr-defined]
     try:
-        assert not _spinning(engine.backend.decoder)
+        assert _spinning(engine.backend.decoder) is spin
+        assert not _spinning(engine.backend.vision)
     finally:
         engine.close()
 
