@@ -1,5 +1,6 @@
 """Messages -> prompt tokens, M-RoPE positions and image specs, with the bundle's own tokenizer,
-chat template and `Glm4vImageProcessorPil` (transformers' classes, never copies; no torch).
+chat template and `Glm4vImageProcessorPil` (transformers' classes, never copies; no torch); the
+processor's pixels come from runtime/pixels.py, which reuses its rescale and normalise.
 
 Pixels are not computed here: an image's grid follows from its size (the processor's
 `smart_resize`), which is all the prompt needs; pixels are made only on an image-cache miss.
@@ -15,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from edgevlm.runtime.image_cache import image_digest
+from edgevlm.runtime.pixels import PixelPacker
 from edgevlm.runtime.rope_index import rope_index, token_types
 from edgevlm.runtime.types import ImagePart, Message, RequestRejected, TextPart
 
@@ -48,6 +50,7 @@ class Preprocessor:
         self.chat_template = chat_template
         self.image_token_id = image_token_id
         self.merge = int(image_processor.merge_size)
+        self._packer = PixelPacker(image_processor)
         self._decoder = tokenizer.backend_tokenizer
         # The Rust tokenizer may not be entered from two threads at once (submit encodes on the
         # server's thread while the engine thread decodes): calls are serialised, each is short.
@@ -131,11 +134,9 @@ class Preprocessor:
         return 1, height // proc.patch_size, width // proc.patch_size
 
     def pixels(self, images: list[ImageSpec]) -> np.ndarray:
-        """Processor output for these images, concatenated. # -> [patches, 1176] float32"""
-        out = self.image_processor(images=[s.image for s in images], return_tensors="np")
-        grids = [tuple(int(v) for v in g) for g in out["image_grid_thw"]]
-        assert grids == [s.grid_thw for s in images], "processor grid differs from smart_resize's"
-        return np.asarray(out["pixel_values"], dtype=np.float32)
+        """The processor's output for these images, concatenated (runtime/pixels.py makes it).
+        # -> [patches, 1176] float32"""
+        return self._packer([(s.image, s.grid_thw) for s in images])
 
     # -- text out --------------------------------------------------------------------------
     def decode(self, ids, skip_special_tokens: bool = False) -> str:
