@@ -23,8 +23,8 @@ class EngineLimits:
     image_cache_mb: float = 64.0  # image-embedding LRU cache; 0 disables it
     prefix_cache_mb: float = 64.0  # K/V of finished prompts for prefix reuse (LRU); 0 disables it
     threads: int = 0  # ONNX Runtime intra-op threads; 0 = its default (physical cores)
-    # ONNX Runtime's decoder workers spin between a step's ops (never after it returns: the
-    # backend sets force_spinning_stop); off, every op wakes a sleeping worker.
+    # ONNX Runtime's workers spin between a call's ops (never after it returns: the backend sets
+    # force_spinning_stop); off, every op wakes a sleeping worker.
     spin_wait: bool = True
     verify_sha256: bool = False  # hash every bundle file at load
     skip_special_tokens: bool = False  # drop special tokens (e.g. box tags) from the output text

@@ -44,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--prefix-cache-mb", type=float,
                    help="MiB of finished prompts' K/V kept for prefix reuse, e.g. multi-turn (default 64; 0: off)")
     p.add_argument("--ort-spin", action=argparse.BooleanOptionalAction, default=True,
-                   help="ONNX Runtime's decoder threads spin between a step's ops, never after it returns "
+                   help="ONNX Runtime's threads spin between a call's ops, never after it returns "
                         "(default on; --no-ort-spin: they sleep between ops, for a machine shared with other work)")
     p.add_argument("--stream-interval-ms", type=float, default=DEFAULT_STREAM_INTERVAL_MS,
                    help="while several requests stream, each sends at most one chunk per this many ms (a chunk "

@@ -37,11 +37,12 @@ EngineFactory = Callable[[], Engine]
 def bundle_engine_factory(bundle: Path, *, max_queue: int | None, kv_cache_mb: float | None,
                           prefix_cache_mb: float | None = None, spin_wait: bool = True,
                           stream_interval_s: float = 0.0) -> EngineFactory:
-    """`spin_wait`: the decoder's workers spin between a step's ops (they stop when the step
-    returns, so the HTTP threads get the cores between steps). Without it every op of a step wakes
-    a sleeping worker. Demo bundle, 2 cores, two servers measured in alternation (upload workload,
-    256-token answers): tokens/s +20-24 % at 1 concurrent, +9-23 % at 16; chat workload at 16
-    +19-57 %; 2-token answers at 16 within noise (-8 to +13 %).
+    """`spin_wait`: ONNX Runtime's workers spin between a call's ops (they stop when the call
+    returns, so the HTTP threads get the cores between steps). Without it every op wakes a sleeping
+    worker. The decoder's spinning, demo bundle, 2 cores, two servers measured in alternation
+    (256-token answers to new images): tokens/s +20-24 % at 1 concurrent, +9-23 % at 16; chat
+    workload at 16 +19-57 %; 2-token answers at 16 within noise (the vision call's figures are in
+    backends/onnxruntime.py).
     `stream_interval_s`: AsyncEngine's per-stream pacing while several requests stream."""
     limits: dict[str, Any] = {
         k: v for k, v in (("max_queue", max_queue), ("kv_cache_mb", kv_cache_mb),

@@ -44,7 +44,7 @@ def test_the_cpu_form_is_loaded_on_the_cpu_provider_alone(tmp_path) -> None:
 
 
 @pytest.mark.parametrize("spin", [True, False])
-def test_spinning_follows_the_engine_limit(bundle_dir, spin: bool) -> None:
+def test_spinning_follows_the_engine_limit_and_stops_with_each_call(bundle_dir, spin: bool) -> None:
     from edgevlm.runtime.engine import Engine
 
     engine = Engine.from_bundle(bundle_dir, max_batch=1, spin_wait=spin)
@@ -54,7 +54,9 @@ def test_spinning_follows_the_engine_limit(bundle_dir, spin: bool) -> None:
         # sampler and the server get both cores between steps)
         options = engine.backend.decoder.get_session_options()
         assert options.get_session_config_entry("session.force_spinning_stop") == "1"
-        assert not _spinning(engine.backend.vision)  # never: it would take a core from the next decoder step
+        assert _spinning(engine.backend.vision) == spin
+        vision = engine.backend.vision.get_session_options()
+        assert vision.get_session_config_entry("session.force_spinning_stop") == "1"
     finally:
         engine.close()
 
@@ -74,7 +76,7 @@ def test_the_server_engine_spins_unless_told_not_to(bundle_dir, argv: list[str],
     engine = factory().engine  # type: ignore[attr-defined]
     try:
         assert _spinning(engine.backend.decoder) is spin
-        assert not _spinning(engine.backend.vision)
+        assert _spinning(engine.backend.vision) is spin
     finally:
         engine.close()
 
