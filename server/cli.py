@@ -43,6 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="KV cache budget in MiB, committed at start (default: every row at the bundle's max_seq_len)")
     p.add_argument("--prefix-cache-mb", type=float,
                    help="MiB of finished prompts' K/V kept for prefix reuse, e.g. multi-turn (default 64; 0: off)")
+    p.add_argument("--threads", type=int,
+                   help="ONNX Runtime intra-op threads for the decoder and the vision encoder (default: the "
+                        "machine's physical cores)")
     p.add_argument("--ort-spin", action=argparse.BooleanOptionalAction, default=True,
                    help="ONNX Runtime's threads spin between a call's ops, never after it returns "
                         "(default on; --no-ort-spin: they sleep between ops, for a machine shared with other work)")
@@ -111,6 +114,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError(f"--kv-cache-mb must be > 0, got {args.kv_cache_mb}")
     if args.prefix_cache_mb is not None and args.prefix_cache_mb < 0:
         raise UserError(f"--prefix-cache-mb must be >= 0, got {args.prefix_cache_mb}")
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads must be >= 1, got {args.threads}")
     if args.grace_period < 0:
         raise UserError(f"--grace-period must be >= 0, got {args.grace_period}")
     if args.stream_interval_ms < 0:
@@ -139,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
     bundle, model_name = resolve_bundle(args)
     config = server_config(args, model_name)
     factory = bundle_engine_factory(bundle, max_queue=args.max_queue, kv_cache_mb=args.kv_cache_mb,
-                                    prefix_cache_mb=args.prefix_cache_mb, spin_wait=args.ort_spin,
+                                    prefix_cache_mb=args.prefix_cache_mb, threads=args.threads, spin_wait=args.ort_spin,
                                     stream_interval_s=args.stream_interval_ms / 1000)
     app = create_app(config, factory)
     logging.getLogger("edgevlm.server").info(

@@ -35,7 +35,7 @@ EngineFactory = Callable[[], Engine]
 
 
 def bundle_engine_factory(bundle: Path, *, max_queue: int | None, kv_cache_mb: float | None,
-                          prefix_cache_mb: float | None = None, spin_wait: bool = True,
+                          prefix_cache_mb: float | None = None, threads: int | None = None, spin_wait: bool = True,
                           stream_interval_s: float = 0.0) -> EngineFactory:
     """`spin_wait`: ONNX Runtime's workers spin between a call's ops (they stop when the call
     returns, so the HTTP threads get the cores between steps). Without it every op wakes a sleeping
@@ -46,7 +46,7 @@ def bundle_engine_factory(bundle: Path, *, max_queue: int | None, kv_cache_mb: f
     `stream_interval_s`: AsyncEngine's per-stream pacing while several requests stream."""
     limits: dict[str, Any] = {
         k: v for k, v in (("max_queue", max_queue), ("kv_cache_mb", kv_cache_mb),
-                          ("prefix_cache_mb", prefix_cache_mb)) if v is not None
+                          ("prefix_cache_mb", prefix_cache_mb), ("threads", threads)) if v is not None
     }
     limits["spin_wait"] = spin_wait
 

@@ -81,6 +81,18 @@ def test_the_server_engine_spins_unless_told_not_to(bundle_dir, argv: list[str],
         engine.close()
 
 
+@pytest.mark.parametrize("threads", [None, 1])
+def test_the_server_engine_takes_its_thread_count(bundle_dir, threads: int | None) -> None:
+    from edgevlm.server.engine import bundle_engine_factory
+
+    engine = bundle_engine_factory(bundle_dir, max_queue=None, kv_cache_mb=None, threads=threads)().engine  # type: ignore[attr-defined]
+    try:
+        for session in (engine.backend.decoder, engine.backend.vision):
+            assert session.get_session_options().intra_op_num_threads == (threads or 0)
+    finally:
+        engine.close()
+
+
 def _spinning(session) -> bool:
     try:
         return session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") != "0"

@@ -32,7 +32,7 @@ def test_config_from_flags_and_env(monkeypatch):
 
 @pytest.mark.parametrize(
     "argv", [("--port", "0"), ("--max-queue", "-1"), ("--kv-cache-mb", "0"), ("--prefix-cache-mb", "-1"),
-             ("--grace-period", "-1"), ("--stream-interval-ms", "-5")]
+             ("--grace-period", "-1"), ("--stream-interval-ms", "-5"), ("--threads", "0")]
 )
 def test_bad_flags_are_user_errors(argv):
     with pytest.raises(UserError):
