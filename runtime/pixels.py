@@ -58,7 +58,7 @@ def _rgb(image: Image.Image) -> Image.Image:
         return image
     from transformers.image_transforms import convert_to_rgb
 
-    return Image.fromarray(convert_to_rgb(image, return_numpy=True))
+    return Image.fromarray(np.asarray(convert_to_rgb(image, return_numpy=True)))
 
 
 def _byte_table(proc) -> np.ndarray:
