@@ -83,6 +83,11 @@ if [[ $STEPS == *serve* ]]; then
             "$EDGEVLM" bench serve --bundle "$OUT/demo-fp32" --concurrency 1,16 --requests 32 --repeats 3 \
             --max-queue 256 --workload chat --max-tokens "$tokens" --min-tokens "$tokens" --out "$OUT/serve-scaling-$tokens"
     done
+    # The same with a new image for every request (no image cache, no shared prefill): each answer
+    # also pays its own vision call and prefill, which batching cannot share on a CPU.
+    step serve-scaling-upload-256 "$OUT/serve-scaling-upload-256/bench-serve.json" \
+        "$EDGEVLM" bench serve --bundle "$OUT/demo-fp32" --concurrency 1,16 --requests 32 --repeats 3 \
+        --max-queue 256 --workload upload --max-tokens 256 --min-tokens 256 --out "$OUT/serve-scaling-upload-256"
     step serve-hf "$OUT/serve-hf/bench-serve.json" \
         "$EDGEVLM" bench serve --bundle "$OUT/demo-fp32" --concurrency 1,4,8,16 --baseline hf \
         --out "$OUT/serve-hf"
