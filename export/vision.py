@@ -166,6 +166,8 @@ class VisionEncoder(nn.Module):
         conv = self.visual.downsample
         m = self.merge
         # The merge x merge block of patches is consecutive in patch order, so the stride-m Conv2d
-        # is a matmul on the block flattened as (hidden, m, m), like the conv weight.
-        blocks = h.view(-1, m, m, h.shape[-1]).permute(0, 3, 1, 2).flatten(1)
-        return F.linear(blocks, conv.weight.flatten(1), conv.bias)
+        # is a matmul on the block as it lies, flattened (m, m, hidden): the conv weight is permuted
+        # to that order (a constant at export) instead of every block being transposed to the
+        # weight's (hidden, m, m) (a Transpose of all patches, 0.5 ms of a 576-patch demo call).
+        weight = conv.weight.permute(0, 2, 3, 1).flatten(1)
+        return F.linear(h.reshape(-1, m * m * h.shape[-1]), weight, conv.bias)

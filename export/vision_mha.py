@@ -15,6 +15,11 @@ works patch by patch or merge block by merge block, so the split is exact.
 Queries and keys are rotated together by one com.microsoft RotaryEmbedding per layer instead of
 two chains of Mul/Split/Neg/Concat/Add (those were 13 % of a demo-model vision call).
 
+The position table is resampled by a matmul: each patch's bicubic weights over the table (4 x 4
+taps, border-clamped, PyTorch's grid_sample coefficients) times the table, where the portable
+graph has a GridSample (ONNX Runtime's CPU GridSample took 2.2 ms of a 17 ms demo call at 576
+patches, the matmul ~0.3 ms; the same values to float32 rounding).
+
 Inputs are `vision.onnx`'s without `attention_bias`; the weights are `vision.onnx`'s own
 (`shared_weights.py`).
 """
@@ -51,6 +56,15 @@ class MhaVisionEncoder(VisionEncoder):
         # one attention block's patches -> its image tokens
         return super().forward(pixel_values, pos_grid, rotary_pos, None)
 
+    def position_embedding(self, pos_grid: torch.Tensor) -> torch.Tensor:
+        # pos_grid: [patches, 2] (x, y) in [-1, 1] -> [patches, hidden] float32
+        side = self.table_side
+        table = self.visual.embeddings.position_embedding.weight.to(torch.float32)  # [side * side, hidden]
+        wx, wy = bicubic_weights(pos_grid[:, 0], side), bicubic_weights(pos_grid[:, 1], side)
+        # Table row r * side + c is (y=r, x=c): a patch's weight on it is wy[r] * wx[c].
+        weights = (wy.unsqueeze(2) * wx.unsqueeze(1)).reshape(pos_grid.shape[0], side * side)
+        return weights @ table
+
     def rotate_qk(
         self, q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,3 +93,30 @@ class MhaVisionEncoder(VisionEncoder):
             dtype=x.dtype, shape=q.shape, version=1,
         )
         return attn.proj(out.reshape(x.shape[0], hidden))
+
+
+CUBIC_A = -0.75  # PyTorch's (and ONNX Runtime's) bicubic coefficient
+
+
+def bicubic_weights(coord: torch.Tensor, size: int) -> torch.Tensor:
+    """Each point's weight on every entry of a `size`-long axis, as grid_sample(mode="bicubic",
+    padding_mode="border", align_corners=False) samples it: 4 taps around the point, their
+    indices clamped to the axis (so an edge entry can take several taps' weights).
+    # coord: [points] normalised to [-1, 1] -> [points, size]"""
+    source = ((coord + 1) * size - 1) / 2
+    left = torch.floor(source)
+    t = source - left
+    coeffs = torch.stack((_far(t + 1), _near(t), _near(1 - t), _far(2 - t)), dim=-1)  # [points, 4]
+    taps = (left.unsqueeze(-1) + torch.arange(-1, 3, dtype=source.dtype)).clamp(0, size - 1)
+    onehot = (taps.unsqueeze(-1) == torch.arange(size, dtype=source.dtype)).to(source.dtype)  # [points, 4, size]
+    return (coeffs.unsqueeze(-1) * onehot).sum(1)
+
+
+def _near(x: torch.Tensor) -> torch.Tensor:
+    """Cubic convolution weight of a tap at distance x <= 1."""
+    return ((CUBIC_A + 2) * x - (CUBIC_A + 3)) * x * x + 1
+
+
+def _far(x: torch.Tensor) -> torch.Tensor:
+    """Cubic convolution weight of a tap at distance 1 < x < 2."""
+    return ((CUBIC_A * x - 5 * CUBIC_A) * x + 8 * CUBIC_A) * x - 4 * CUBIC_A
