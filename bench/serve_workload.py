@@ -6,6 +6,9 @@ caches, not batching). Across runs against one server the same holds when each r
 own scene (`first_scene`; `bench serve` draws one per run). Two kinds:
 
 - `upload`: every request is a new image with one question (a user uploads a picture and asks);
+  the questions rotate through colour, count, description, shape and box, English and Chinese,
+  so answers run from one token to a sentence, as users' do (the reference article's own example
+  asks for a description);
 - `chat`: each new image is asked `QUESTIONS_PER_IMAGE` questions (follow-ups about the same
   picture, the web page's case); the image-embedding cache serves all but the first, and those
   that arrive together share one prefill of the template and image (prefix reuse from a running
@@ -54,13 +57,14 @@ class Workload:
         from edgevlm.demo.shapes import random_scene, render
 
         seed = SEED_OFFSET + self._next_scene
+        turn = self._next_scene % len(ORDER)  # each image starts at the next question type
         self._next_scene += 1
         scene = random_scene(seed)
         buffer = BytesIO()
         render(scene).save(buffer, "PNG")
         url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
         rng = random.Random(seed)
-        asked = [ask(rng, scene, qtype, lang) for qtype, lang in ORDER]
+        asked = [ask(rng, scene, qtype, lang) for qtype, lang in ORDER[turn:] + ORDER[:turn]]
         texts = [a[0] for a in asked if a is not None][:questions]  # describe always fits: never empty
         return [self._body(url, text) for text in texts]
 

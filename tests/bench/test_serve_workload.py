@@ -18,6 +18,14 @@ def test_upload_sends_a_new_image_with_every_request_across_levels() -> None:
     assert body["model"] == "m" and body["max_tokens"] == 16 and body["stream"] is True
 
 
+def test_upload_questions_rotate_through_types_and_languages() -> None:
+    questions = [json.loads(b)["messages"][0]["content"][1]["text"] for b in Workload("upload", "m", 16).bodies(8)]
+    assert len(set(questions)) == 8
+    chinese = [q for q in questions if any("\u4e00" <= ch <= "\u9fff" for ch in q)]
+    assert 2 <= len(chinese) <= 6
+    assert any(q.startswith(("Describe", "What is in")) or "描述" in q or "有什么" in q for q in questions)
+
+
 def test_chat_asks_several_different_questions_per_new_image() -> None:
     workload = Workload("chat", "m", 16)
     first, second = workload.bodies(10), workload.bodies(4)
