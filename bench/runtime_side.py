@@ -20,6 +20,9 @@ from edgevlm.bench.workload import Workload, bench_image, question_text
 from edgevlm.runtime.engine import Engine
 from edgevlm.runtime.types import GenerationRequest, ImagePart, Message, SamplingParams, TextPart
 
+FLOOR_PAIRS = 7  # batch-1 decodes, each timed beside its own bandwidth probe
+PROBE_READS = 7  # GEMV reads per probe (their median is the probe's bandwidth)
+
 
 def run(bundle: Path, workload: Workload, threads: int) -> dict:
     started = time.perf_counter()
@@ -67,9 +70,6 @@ def run(bundle: Path, workload: Workload, threads: int) -> dict:
         "providers": getattr(engine.backend, "providers", []),
         "graph_files": {g: p.name for g, p in getattr(engine.backend, "graph_files", {}).items()},
     }
-
-FLOOR_PAIRS = 7
-PROBE_READS = 7
 
 
 def decode_beside_floor(engine: Engine, make_request: Callable[[int], GenerationRequest], weight_bytes: int,

@@ -17,12 +17,11 @@ from PIL import Image
 
 class PixelPacker:
     def __init__(self, image_processor) -> None:
-        proc = image_processor
-        self.proc = proc
-        self.patch = int(proc.patch_size)
-        self.merge = int(proc.merge_size)
-        self.temporal = int(proc.temporal_patch_size)
-        self.table = _byte_table(proc)  # [3, 256] float32
+        self.proc = image_processor
+        self.patch = int(image_processor.patch_size)
+        self.merge = int(image_processor.merge_size)
+        self.temporal = int(image_processor.temporal_patch_size)
+        self.table = _byte_table(image_processor)  # [3, 256] float32
 
     def __call__(self, images: list[tuple[Image.Image, tuple[int, int, int]]]) -> np.ndarray:
         """Images at their grids (t, h, w), concatenated.
